@@ -36,6 +36,8 @@ create index orders_user_id_created_at_id on orders (user_id, created_at desc, i
 
 create table order_items (
     order_id         uuid not null references orders (id) on delete cascade,
+    -- Position of the line in the order as placed (responses keep that order).
+    line             smallint not null check (line >= 0),
     product_id       uuid not null references products (id),
     quantity         integer not null check (quantity between 1 and 1000),
     unit_price_cents bigint not null check (unit_price_cents >= 0),

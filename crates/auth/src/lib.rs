@@ -88,12 +88,15 @@ impl PublicKey {
         Self::from_verifying_key(&key, name)
     }
 
-    fn from_verifying_key(key: &ed25519_dalek::VerifyingKey, name: &str) -> Result<Self, AuthError> {
+    fn from_verifying_key(
+        key: &ed25519_dalek::VerifyingKey,
+        name: &str,
+    ) -> Result<Self, AuthError> {
         let pem = key
             .to_public_key_pem(Default::default())
             .map_err(|_| AuthError::BadKey(name.to_owned()))?;
-        let decoding =
-            DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| AuthError::BadKey(name.to_owned()))?;
+        let decoding = DecodingKey::from_ed_pem(pem.as_bytes())
+            .map_err(|_| AuthError::BadKey(name.to_owned()))?;
         let raw = key.to_bytes();
         Ok(Self {
             kid: thumbprint(&raw),
@@ -309,12 +312,19 @@ mod tests {
     }
 
     fn verifier(pems: &[&str]) -> TokenVerifier {
-        TokenVerifier::new(pems.iter().map(|p| PublicKey::from_pem(p, "test").unwrap()).collect())
-            .unwrap()
+        TokenVerifier::new(
+            pems.iter()
+                .map(|p| PublicKey::from_pem(p, "test").unwrap())
+                .collect(),
+        )
+        .unwrap()
     }
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]
@@ -343,7 +353,8 @@ mod tests {
     fn during_a_rotation_tokens_of_both_keys_verify() {
         let v = verifier(&[PUBLIC, PUBLIC_NEXT]);
         v.verify(&signer(PRIVATE).issue(Uuid::new_v4())).unwrap();
-        v.verify(&signer(PRIVATE_NEXT).issue(Uuid::new_v4())).unwrap();
+        v.verify(&signer(PRIVATE_NEXT).issue(Uuid::new_v4()))
+            .unwrap();
     }
 
     #[test]
@@ -371,12 +382,18 @@ mod tests {
             exp: now() - 3600,
             ..base.clone()
         };
-        assert!(matches!(v.verify(&s.sign(&expired)), Err(AuthError::Expired)));
+        assert!(matches!(
+            v.verify(&s.sign(&expired)),
+            Err(AuthError::Expired)
+        ));
         let future = Claims {
             nbf: now() + 3600,
             ..base.clone()
         };
-        assert!(matches!(v.verify(&s.sign(&future)), Err(AuthError::NotYetValid)));
+        assert!(matches!(
+            v.verify(&s.sign(&future)),
+            Err(AuthError::NotYetValid)
+        ));
         let wrong_iss = Claims {
             iss: "someone-else".into(),
             ..base.clone()

@@ -1,11 +1,27 @@
 //! Prometheus metrics: one recorder per process, rendered at `GET /metrics`.
+//!
+//! Histograms whose name ends in `_seconds` get latency buckets (5 ms .. 10 s) so that
+//! they render as Prometheus histograms (`_bucket`), which can be aggregated across
+//! instances, rather than the exporter's default summaries.
 
 use std::sync::OnceLock;
 
 use axum::{http::header, response::IntoResponse};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Buckets for `*_seconds` histograms (request durations, pool acquire waits).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The builder [`install`] uses (exposed for tests that need a local recorder).
+pub fn builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+        .expect("the bucket list is not empty")
+}
 
 /// Installs the global Prometheus recorder (once; later calls return the same handle).
 ///
@@ -15,7 +31,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            builder()
                 .install_recorder()
                 .expect("no other metrics recorder is installed")
         })
@@ -32,7 +48,10 @@ pub fn render() -> String {
 /// An axum handler for `GET /metrics`.
 pub async fn handler() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(),
     )
 }

@@ -1,0 +1,224 @@
+//! Configuration: one typed struct, read from the command line and the environment.
+//!
+//! Every setting has a default that works on a developer machine (Postgres and Redis on
+//! localhost, the development keys), so `orders` runs with no configuration at all.
+//! Durations take humantime syntax (`500ms`, `5s`, `2h`).
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// `orders`: product catalog and order placement.
+#[derive(Debug, Parser)]
+#[command(name = "orders", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API and run the background jobs (the default).
+    Serve,
+    /// Create the database if it is missing and apply every pending migration.
+    Migrate,
+    /// Fill the database with demo products and users (development and load tests only; idempotent).
+    Seed(SeedArgs),
+    /// Exit 0 when this service answers `GET /healthz` at ORDERS_ADDR, 1 otherwise (for container health checks).
+    Healthcheck,
+}
+
+/// Options of `orders seed`.
+#[derive(Clone, Debug, Args)]
+pub struct SeedArgs {
+    /// How many products (`SKU-00001` ...).
+    #[arg(long, default_value_t = 100)]
+    pub products: u32,
+    /// How many demo users (`user{i}@shop.test` / `password{i}`).
+    #[arg(long, default_value_t = 10)]
+    pub users: u32,
+    /// Initial stock of each new product.
+    #[arg(long, default_value_t = 1000)]
+    pub stock: i32,
+}
+
+/// The service's settings. `Debug` never prints secrets (the database and Redis URLs may
+/// carry passwords).
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "ORDERS_ADDR", default_value = "0.0.0.0:8081")]
+    pub addr: SocketAddr,
+
+    /// Postgres connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/shop",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Largest number of Postgres connections in the pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Connections the pool keeps open even when idle.
+    #[arg(long, env = "DB_MIN_CONNECTIONS", default_value_t = 2)]
+    pub db_min_connections: u32,
+
+    /// How long a request may wait for a pool connection before it is answered 503 (pitfall 5).
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Idle connections above the minimum are closed after this long.
+    #[arg(long, env = "DB_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub db_idle_timeout: Duration,
+
+    /// Connections are recycled after this long.
+    #[arg(long, env = "DB_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub db_max_lifetime: Duration,
+
+    /// Server-side `statement_timeout`: the backstop that stops a query nobody waits for any more.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Duration,
+
+    /// Apply pending migrations when `serve` starts.
+    #[arg(long, env = "ORDERS_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// Redis connection URL (events stream; cache).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Largest number of Redis connections in the pool.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 16)]
+    pub redis_pool_size: usize,
+
+    /// Timeout for getting a Redis connection and for each Redis command.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Comma-separated PEM files of the public keys that may sign tokens. Unset: the
+    /// development key from deploy/dev-keys (a warning is logged).
+    #[arg(long, env = "AUTH_PUBLIC_KEY_FILE")]
+    pub auth_public_key_file: Option<String>,
+
+    /// Deadline of a request when the caller sends none (`x-timeout-ms` lowers it).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Requests served at once; beyond it the service answers 503 at once (load shedding).
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_drain_timeout: Duration,
+
+    /// How long background jobs may take to stop after the requests have drained.
+    #[arg(long, env = "SHUTDOWN_JOBS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_jobs_timeout: Duration,
+
+    /// How often the outbox relay looks for unpublished events when it has nothing to do.
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub outbox_poll_interval: Duration,
+
+    /// Events the relay publishes per batch.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 200)]
+    pub outbox_batch_size: i64,
+
+    /// Redis stream the relay publishes order events to.
+    #[arg(long, env = "EVENTS_STREAM", default_value = "shop:events:orders")]
+    pub events_stream: String,
+
+    /// Approximate maximum length of the events stream (XADD MAXLEN ~); 0 keeps everything.
+    #[arg(long, env = "EVENTS_STREAM_MAXLEN", default_value_t = 1_000_000)]
+    pub events_stream_maxlen: usize,
+
+    /// How long idempotency keys are kept (at least 24h by contract).
+    #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
+    pub idempotency_retention: Duration,
+
+    /// How often runtime, pool and outbox metrics are sampled.
+    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub metrics_sample_interval: Duration,
+}
+
+impl Config {
+    /// The configuration with every default, as if no flag and no variable were set.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["orders"]).config
+    }
+}
+
+fn redact(url: &str) -> String {
+    // scheme://user:password@host → scheme://user:***@host
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("database_url", &redact(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_min_connections", &self.db_min_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_statement_timeout", &self.db_statement_timeout)
+            .field("redis_url", &redact(&self.redis_url))
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("auth_public_key_file", &self.auth_public_key_file)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_passwords_in_urls() {
+        let mut config = Config::defaults();
+        config.database_url = "postgres://shop:s3cret@db:5432/shop".into();
+        config.redis_url = "redis://:hunter2@cache:6379".into();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://shop:***@db:5432/shop"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn defaults_point_at_localhost() {
+        let config = Config::defaults();
+        assert_eq!(config.addr.port(), 8081);
+        assert!(config.database_url.contains("127.0.0.1:5432"));
+        assert_eq!(config.events_stream, "shop:events:orders");
+    }
+}

@@ -1,0 +1,241 @@
+//! The service's one error type and its RFC 9457 `application/problem+json` rendering.
+//!
+//! Handlers return `Result<_, ApiError>`. A 4xx carries a detail written for the
+//! client; a 5xx is logged with its cause (and the trace id) and answered with a generic
+//! detail, so internal details never leak.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Every error a request can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request cannot be parsed (malformed JSON, a missing or invalid header, a bad id).
+    #[error("{detail}")]
+    BadRequest { slug: &'static str, detail: String },
+    /// 401: no token, or a token that does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 404 `unknown-product`: an order line names a product that does not exist.
+    #[error("unknown products")]
+    UnknownProduct(Vec<Uuid>),
+    /// 409 `insufficient-stock`: nothing changed.
+    #[error("insufficient stock")]
+    InsufficientStock(Vec<Uuid>),
+    /// 409 `request-in-progress`: the same Idempotency-Key is being processed right now.
+    #[error("request in progress")]
+    RequestInProgress,
+    /// 413.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: valid JSON, invalid values.
+    #[error("{detail}")]
+    Unprocessable { slug: &'static str, detail: String },
+    /// 503: the service is saturated (pool exhausted, in-flight cap); retry after a moment.
+    #[error("overloaded")]
+    Overloaded { retry_after: Duration },
+    /// 503: a dependency is unreachable.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    /// 504: the request's deadline passed before the work could finish.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// 500: a bug or an unexpected failure; logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 with a stable problem type.
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            slug,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 422 with a stable problem type.
+    pub fn unprocessable(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            slug,
+            detail: detail.into(),
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) | Self::UnknownProduct(_) => StatusCode::NOT_FOUND,
+            Self::InsufficientStock(_) | Self::RequestInProgress => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::BadRequest { slug, .. } | Self::Unprocessable { slug, .. } => slug,
+            Self::Unauthorized(_) => "unauthorized",
+            Self::NotFound(_) => "not-found",
+            Self::UnknownProduct(_) => "unknown-product",
+            Self::InsufficientStock(_) => "insufficient-stock",
+            Self::RequestInProgress => "request-in-progress",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Unavailable(_) => "dependency-unavailable",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "Bad request",
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::NotFound(_) => "Not found",
+            Self::UnknownProduct(_) => "Unknown product",
+            Self::InsufficientStock(_) => "Insufficient stock",
+            Self::RequestInProgress => "Request in progress",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::Unprocessable { .. } => "Invalid request",
+            Self::Overloaded { .. } => "Service overloaded",
+            Self::Unavailable(_) => "Service unavailable",
+            Self::DeadlineExceeded => "Deadline exceeded",
+            Self::Internal(_) => "Internal error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::UnknownProduct(_) => {
+                "some products of the order do not exist; nothing was changed".into()
+            }
+            Self::InsufficientStock(_) => {
+                "some products do not have enough stock; nothing was changed".into()
+            }
+            Self::RequestInProgress => {
+                "a request with this Idempotency-Key is still being processed; retry later".into()
+            }
+            Self::Overloaded { .. } => {
+                "the service is at capacity; retry after the indicated delay".into()
+            }
+            Self::Unavailable(_) => {
+                "a dependency is unavailable; retry after the indicated delay".into()
+            }
+            Self::DeadlineExceeded => {
+                "the request did not complete within its deadline; nothing was half-written".into()
+            }
+            Self::Internal(_) => {
+                "an unexpected error occurred; quote the trace_id when reporting it".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded { retry_after } => Some(*retry_after),
+            Self::Unavailable(_) => Some(Duration::from_secs(2)),
+            Self::RequestInProgress => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a problem response: `{"type","title","status","detail","trace_id", ...extensions}`.
+pub fn problem_body(status: StatusCode, slug: &str, title: &str, detail: &str) -> Value {
+    json!({
+        "type": format!("/problems/{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "trace_id": crate::telemetry::current_trace_id(),
+    })
+}
+
+/// Renders a problem body as an `application/problem+json` response.
+pub fn problem_response(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        if status.is_server_error() {
+            match &self {
+                Self::Overloaded { .. } | Self::DeadlineExceeded => {
+                    tracing::warn!(error = %self, "request failed")
+                }
+                _ => tracing::error!(error = ?self, "request failed"),
+            }
+        }
+        let mut body = problem_body(status, self.slug(), self.title(), &self.detail());
+        match &self {
+            Self::UnknownProduct(ids) | Self::InsufficientStock(ids) => {
+                body["product_ids"] = json!(ids);
+            }
+            _ => {}
+        }
+        let mut response = problem_response(status, body);
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"shop\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// The one place where database failures become HTTP answers.
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            // The pool had no connection for us within the acquire timeout: answer at once
+            // instead of queueing (pitfall 5).
+            sqlx::Error::PoolTimedOut => Self::Overloaded {
+                retry_after: Duration::from_secs(1),
+            },
+            sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                // query_canceled: statement_timeout fired.
+                Self::DeadlineExceeded
+            }
+            _ => Self::Internal(anyhow::Error::new(error)),
+        }
+    }
+}

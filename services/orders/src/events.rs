@@ -1,0 +1,75 @@
+//! Redis: the bounded connection pool, and publishing outbox events to the stream.
+
+use std::time::Duration;
+
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+
+use crate::config::Config;
+
+/// Builds the bounded Redis pool (no connection is opened until first use).
+pub fn pool(config: &Config) -> anyhow::Result<Pool> {
+    let mut cfg = deadpool_redis::Config::from_url(config.redis_url.clone());
+    let mut pool = PoolConfig::new(config.redis_pool_size);
+    pool.timeouts = Timeouts {
+        wait: Some(config.redis_timeout),
+        create: Some(config.redis_timeout),
+        recycle: Some(config.redis_timeout),
+    };
+    cfg.pool = Some(pool);
+    Ok(cfg.create_pool(Some(Runtime::Tokio1))?)
+}
+
+/// `PING`, bounded by the pool's timeouts.
+pub async fn ping(pool: &Pool) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let _: String = tokio::time::timeout(
+        Duration::from_secs(1),
+        redis::cmd("PING").query_async(&mut conn),
+    )
+    .await??;
+    Ok(())
+}
+
+/// One event as the relay publishes it.
+#[derive(Debug)]
+pub struct StreamEvent {
+    pub outbox_id: i64,
+    pub event_type: String,
+    pub aggregate_id: uuid::Uuid,
+    pub payload: serde_json::Value,
+    pub trace_context: serde_json::Value,
+}
+
+/// Appends `events` to `stream` in one atomic round trip (MULTI/EXEC). Each entry
+/// carries its outbox id, the consumers' de-duplication key (delivery is at least once).
+pub async fn publish(
+    pool: &Pool,
+    stream: &str,
+    maxlen: usize,
+    timeout: Duration,
+    events: &[StreamEvent],
+) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for event in events {
+        let cmd = pipe.cmd("XADD").arg(stream);
+        if maxlen > 0 {
+            cmd.arg("MAXLEN").arg("~").arg(maxlen);
+        }
+        cmd.arg("*")
+            .arg("outbox_id")
+            .arg(event.outbox_id)
+            .arg("type")
+            .arg(&event.event_type)
+            .arg("aggregate_id")
+            .arg(event.aggregate_id.to_string())
+            .arg("payload")
+            .arg(event.payload.to_string())
+            .arg("trace_context")
+            .arg(event.trace_context.to_string())
+            .ignore();
+    }
+    tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await??;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! Background jobs, one file per job. Each is started through the lifecycle supervisor
+//! in [`start`] and ends when its token is cancelled.
+
+pub mod idempotency_cleanup;
+pub mod metrics_sampler;
+pub mod outbox_relay;
+
+use shop_lifecycle::PeriodicConfig;
+
+use crate::AppState;
+
+/// Starts every background job of the service.
+pub fn start(state: &AppState) {
+    let relay_state = state.clone();
+    state.lifecycle.spawn_job("outbox_relay", move |token| {
+        outbox_relay::run(relay_state, token)
+    });
+
+    let cleanup_state = state.clone();
+    state.lifecycle.spawn_periodic(
+        "idempotency_cleanup",
+        PeriodicConfig::new(std::time::Duration::from_secs(600))
+            .with_timeout(std::time::Duration::from_secs(60)),
+        move |_token| idempotency_cleanup::run(cleanup_state.clone()),
+    );
+
+    let sampler_state = state.clone();
+    state.lifecycle.spawn_periodic(
+        "metrics_sampler",
+        PeriodicConfig::new(state.config.metrics_sample_interval)
+            .with_timeout(std::time::Duration::from_secs(2)),
+        move |_token| metrics_sampler::run(sampler_state.clone()),
+    );
+}

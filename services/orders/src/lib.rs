@@ -1,0 +1,171 @@
+//! shop's orders service: the product catalog and idempotent, never-oversold order
+//! placement, with events leaving through a transactional outbox.
+//!
+//! [`Application::build`] wires everything from a [`Config`]; [`Application::run_until_stopped`]
+//! serves until its stop signal, then drains in-flight requests, stops the background
+//! jobs (all owned by one [`Lifecycle`]) and closes the pools.
+
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod healthcheck;
+pub mod jobs;
+pub mod orders;
+pub mod routes;
+pub mod seed;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use shop_auth::TokenVerifier;
+use shop_lifecycle::{CancellationToken, Lifecycle, ShutdownReport};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+use crate::{catalog::ProductRepository, orders::OrderRepository};
+
+/// The development public key, used when `AUTH_PUBLIC_KEY_FILE` is not set.
+const DEV_PUBLIC_KEY: &str = include_str!("../../../deploy/dev-keys/public.pem");
+
+/// What every handler and job shares. Cheap to clone (handles and `Arc`s only).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub redis: deadpool_redis::Pool,
+    pub verifier: Arc<TokenVerifier>,
+    pub products: ProductRepository,
+    pub orders: OrderRepository,
+    /// Owns every background job; its shutdown stops them all.
+    pub lifecycle: Lifecycle,
+}
+
+/// Loads the token verifier from `AUTH_PUBLIC_KEY_FILE`, or the development key.
+pub fn token_verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
+    match &config.auth_public_key_file {
+        Some(files) => Ok(TokenVerifier::from_pem_files(files)?),
+        None => {
+            tracing::warn!(
+                "AUTH_PUBLIC_KEY_FILE is not set: using the DEVELOPMENT public key from \
+                 deploy/dev-keys (anyone can mint tokens for it; never do this in production)"
+            );
+            Ok(TokenVerifier::new(vec![shop_auth::PublicKey::from_pem(
+                DEV_PUBLIC_KEY,
+                "development key",
+            )?])?)
+        }
+    }
+}
+
+/// The built service: bound to its port, jobs started, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects, migrates (if configured), binds `config.addr` (port 0 picks a free
+    /// port) and starts the background jobs.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = db::pool(&config)?;
+        Self::build_with_pool(config, db).await
+    }
+
+    /// [`Application::build`] with a given Postgres pool (tests pass their own database).
+    pub async fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        let verifier = token_verifier(&config)?;
+        if config.migrate_on_start {
+            db::MIGRATOR.run(&db).await.context("applying migrations")?;
+        }
+        let redis = events::pool(&config)?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let state = AppState {
+            products: ProductRepository::new(db.clone()),
+            orders: OrderRepository::new(db.clone()),
+            config: Arc::new(config),
+            db,
+            redis,
+            verifier: Arc::new(verifier),
+            lifecycle: Lifecycle::new(),
+        };
+        jobs::start(&state);
+        Ok(Self { listener, state })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The shared state (tests inspect the lifecycle and pools through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `stop` resolves, then shuts down in order: stop accepting and drain
+    /// in-flight requests (up to `SHUTDOWN_DRAIN_TIMEOUT`), stop the jobs (up to
+    /// `SHUTDOWN_JOBS_TIMEOUT`, naming any that did not finish), close the pools.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<ShutdownReport> {
+        let Self { listener, state } = self;
+        let addr = listener.local_addr()?;
+        let router = routes::router(state.clone());
+        tracing::info!(%addr, "orders listening");
+
+        // Separate from the lifecycle's token: requests drain first, while the jobs
+        // (the outbox relay above all) keep running.
+        let stop_accepting = CancellationToken::new();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let mut server = std::pin::pin!(server.into_future());
+
+        tokio::select! {
+            result = &mut server => result.context("serving HTTP")?,
+            () = stop => {
+                tracing::info!("shutdown requested: draining in-flight requests");
+                stop_accepting.cancel();
+                let drain = state.config.shutdown_drain_timeout;
+                match tokio::time::timeout(drain, &mut server).await {
+                    Ok(result) => result.context("serving HTTP")?,
+                    Err(_) => tracing::warn!(?drain, "in-flight requests did not drain in time"),
+                }
+            }
+        }
+
+        let report = state
+            .lifecycle
+            .shutdown(state.config.shutdown_jobs_timeout)
+            .await;
+        state.db.close().await;
+        state.redis.close();
+        tracing::info!(
+            clean = report.is_clean(),
+            unfinished = ?report.unfinished,
+            alive_tasks_before = report.alive_tasks_before,
+            alive_tasks_after = report.alive_tasks_after,
+            elapsed = ?report.elapsed,
+            "orders stopped"
+        );
+        Ok(report)
+    }
+}

@@ -1,0 +1,31 @@
+//! `orders`: see `orders --help`.
+
+use clap::Parser;
+use shop_orders::{
+    Application,
+    config::{Cli, Command},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let telemetry = shop_telemetry::init("orders")?;
+    let config = cli.config;
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            let report = app
+                .run_until_stopped(shop_lifecycle::shutdown_signal())
+                .await?;
+            if !report.is_clean() {
+                tracing::warn!(unfinished = ?report.unfinished, "some jobs did not stop in time");
+            }
+            Ok(())
+        }
+        Command::Migrate => shop_orders::db::migrate(&config.database_url).await,
+        Command::Seed(args) => shop_orders::seed::run(&config, &args).await,
+        Command::Healthcheck => shop_orders::healthcheck::probe(config.addr).await,
+    };
+    telemetry.shutdown();
+    result
+}

@@ -1,0 +1,111 @@
+//! The HTTP surface: every route, and the middleware around them.
+//!
+//! Layers, outermost first: request id, tracing, load shedding (in-flight cap → 503 at
+//! once), the request deadline (→ 504), the body limit (→ 413).
+
+mod catalog;
+mod debug;
+mod health;
+mod orders;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    error_handling::HandleErrorLayer,
+    extract::{DefaultBodyLimit, Request, State},
+    http::HeaderName,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{AppState, error::ApiError};
+
+/// The header in which a caller passes its remaining time budget, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-timeout-ms";
+
+/// The whole router, with its state.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .merge(catalog::router())
+        .merge(orders::router())
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline));
+
+    Router::new()
+        .merge(api)
+        .merge(health::router())
+        .merge(debug::router())
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(TraceLayer::new_for_http())
+                .layer(HandleErrorLayer::new(shed_error))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    state.config.max_in_flight,
+                )),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route")
+}
+
+/// Load shedding: beyond the in-flight cap the service answers 503 at once instead of
+/// queueing (pitfall 5).
+async fn shed_error(error: tower::BoxError) -> Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!("http_requests_shed_total").increment(1);
+        ApiError::Overloaded {
+            retry_after: Duration::from_secs(1),
+        }
+        .into_response()
+    } else {
+        ApiError::Internal(anyhow::anyhow!("unhandled middleware error: {error}")).into_response()
+    }
+}
+
+/// Runs the request under its deadline: the service's own limit, lowered by the
+/// caller's `x-timeout-ms`. When it passes, the handler future is dropped — a
+/// transaction in it is rolled back — and the caller gets 504 (pitfall 3).
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let requested = request
+        .headers()
+        .get(TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let budget = match requested {
+        Some(requested) => requested.min(state.config.request_timeout),
+        None => state.config.request_timeout,
+    };
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("http_requests_deadline_exceeded_total").increment(1);
+            ApiError::DeadlineExceeded.into_response()
+        }
+    }
+}
+
+/// `limit` query parameter: 1..=100, default 50.
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid-limit",
+            "limit must be between 1 and 100",
+        )),
+    }
+}

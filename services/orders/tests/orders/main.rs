@@ -1,0 +1,11 @@
+//! Integration tests of the orders service: real Postgres (one database per test, via
+//! `#[sqlx::test]`), real Redis (a stream per test), real HTTP.
+
+mod harness;
+
+mod idempotency;
+mod lifecycle;
+mod outbox;
+mod overload;
+mod placement;
+mod validation;
