@@ -1,10 +1,13 @@
-//! The product catalog: reads from Postgres.
+//! The product catalog: reads from Postgres (single products are read through
+//! [`ProductCache`](crate::cache::ProductCache), which calls [`ProductRepository::get`] on a miss).
 //!
 //! Order placement never reads products from here: it locks and checks stock in its
 //! own transaction (see `orders.rs`).
 
 use serde::{Deserialize, Serialize};
+use shop_telemetry::db::pg_span;
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// A product as the API shows it.
@@ -37,7 +40,21 @@ impl ProductRepository {
         )
         .bind(id)
         .fetch_optional(&self.db)
+        .instrument(pg_span("SELECT", "SELECT products by id"))
         .await
+    }
+
+    /// Sets the price of `id`; `false` when it does not exist. Callers that hold a
+    /// [`ProductCache`](crate::cache::ProductCache) use its `update_price`, which also
+    /// invalidates the cached copies.
+    pub async fn update_price(&self, id: Uuid, price_cents: i64) -> Result<bool, sqlx::Error> {
+        let result =
+            sqlx::query("update products set price_cents = $2, updated_at = now() where id = $1")
+                .bind(id)
+                .bind(price_cents)
+                .execute(&self.db)
+                .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     /// Up to `limit` products with an id greater than `after`, by id (keyset pagination).
@@ -49,6 +66,7 @@ impl ProductRepository {
         .bind(after)
         .bind(limit)
         .fetch_all(&self.db)
+        .instrument(pg_span("SELECT", "SELECT products page"))
         .await
     }
 }

@@ -152,6 +152,69 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
     pub idempotency_retention: Duration,
 
+    /// Product cache (docs/cache.md): `false` sends every product read to Postgres.
+    #[arg(long, env = "CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_enabled: bool,
+
+    /// Products kept in each process's in-memory cache (L1); 0 turns L1 off.
+    #[arg(long, env = "CACHE_L1_CAPACITY", default_value_t = 100_000)]
+    pub cache_l1_capacity: u64,
+
+    /// Time to live of an L1 entry (jittered; never longer than the L2 value it copied).
+    #[arg(long, env = "CACHE_L1_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cache_l1_ttl: Duration,
+
+    /// Time to live of a product in Redis (L2, jittered). With the jitter, the bound on
+    /// how stale a catalog read can be (docs/cache.md).
+    #[arg(long, env = "CACHE_L2_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub cache_l2_ttl: Duration,
+
+    /// Time to live of "this product does not exist", in both layers (jittered).
+    #[arg(long, env = "CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cache_negative_ttl: Duration,
+
+    /// Every cache TTL is moved at random by up to ± this fraction (0.1 = ±10%).
+    #[arg(long, env = "CACHE_TTL_JITTER", default_value_t = 0.1)]
+    pub cache_ttl_jitter: f64,
+
+    /// Redis URL of the cache (L2 and the invalidation channel). Unset: `REDIS_URL`.
+    #[arg(long, env = "CACHE_REDIS_URL", hide_env_values = true)]
+    pub cache_redis_url: Option<String>,
+
+    /// Largest number of connections in the cache's own Redis pool.
+    #[arg(long, env = "CACHE_REDIS_POOL_SIZE", default_value_t = 16)]
+    pub cache_redis_pool_size: usize,
+
+    /// Timeout of each cache Redis call (connection and command together); past it the
+    /// read goes to Postgres.
+    #[arg(long, env = "CACHE_REDIS_TIMEOUT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub cache_redis_timeout: Duration,
+
+    /// Prefix of the cache's Redis keys (`{prefix}:product:{id}`).
+    #[arg(long, env = "CACHE_REDIS_PREFIX", default_value = "shop:cache")]
+    pub cache_redis_prefix: String,
+
+    /// Redis pub/sub channel on which product invalidations are published.
+    #[arg(long, env = "CACHE_INVALIDATION_CHANNEL", default_value = "shop:cache:invalidations")]
+    pub cache_invalidation_channel: String,
+
+    /// Consecutive Redis failures that open the cache's breaker (Redis then skipped).
+    #[arg(long, env = "CACHE_BREAKER_FAILURES", default_value_t = 3)]
+    pub cache_breaker_failures: u32,
+
+    /// How long the open breaker skips Redis before one probe request tries it again.
+    #[arg(long, env = "CACHE_BREAKER_COOLDOWN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cache_breaker_cooldown: Duration,
+
+    /// Longest wait between two reconnection attempts of the invalidation listener.
+    #[arg(long, env = "CACHE_LISTENER_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cache_listener_max_backoff: Duration,
+
+    /// An order that leaves a product's stock below this invalidates its cached copies
+    /// (so "sold out" shows at once); smaller changes show within the TTL bound.
+    #[arg(long, env = "CACHE_STOCK_INVALIDATE_BELOW", default_value_t = 10)]
+    pub cache_stock_invalidate_below: i32,
+
     /// How often runtime, pool and outbox metrics are sampled.
     #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub metrics_sample_interval: Duration,
@@ -161,6 +224,11 @@ impl Config {
     /// The configuration with every default, as if no flag and no variable were set.
     pub fn defaults() -> Self {
         Cli::parse_from(["orders"]).config
+    }
+
+    /// The cache's Redis URL: `CACHE_REDIS_URL`, else `REDIS_URL`.
+    pub fn cache_redis_url(&self) -> &str {
+        self.cache_redis_url.as_deref().unwrap_or(&self.redis_url)
     }
 }
 
@@ -192,6 +260,11 @@ impl fmt::Debug for Config {
             .field("auth_public_key_file", &self.auth_public_key_file)
             .field("request_timeout", &self.request_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("cache_enabled", &self.cache_enabled)
+            .field(
+                "cache_redis_url",
+                &self.cache_redis_url.as_deref().map(redact),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -220,5 +293,6 @@ mod tests {
         assert_eq!(config.addr.port(), 8081);
         assert!(config.database_url.contains("127.0.0.1:5432"));
         assert_eq!(config.events_stream, "shop:events:orders");
+        assert_eq!(config.cache_redis_url(), config.redis_url);
     }
 }

@@ -170,7 +170,7 @@ pub fn problem_body(status: StatusCode, slug: &str, title: &str, detail: &str) -
         "title": title,
         "status": status.as_u16(),
         "detail": detail,
-        "trace_id": crate::telemetry::current_trace_id(),
+        "trace_id": shop_telemetry::current_trace_id(),
     })
 }
 

@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 
+use tracing::Instrument;
+
 use crate::config::Config;
+
+/// The destination named in publish spans.
+const PUBLISH_SPAN: &str = "shop:events:orders";
 
 /// Builds the bounded Redis pool (no connection is opened until first use).
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
@@ -70,6 +75,14 @@ pub async fn publish(
             .arg(event.trace_context.to_string())
             .ignore();
     }
-    tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await??;
+    // One publish span per event, each a child of the request that placed the order
+    // (its trace context was stored in the outbox row), all covering the one round trip.
+    let _publish_spans: Vec<tracing::Span> = events
+        .iter()
+        .map(|e| shop_telemetry::outbox::publish_span(PUBLISH_SPAN, &e.trace_context))
+        .collect();
+    tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn))
+        .instrument(shop_telemetry::db::redis_span("MULTI XADD EXEC"))
+        .await??;
     Ok(())
 }

@@ -16,7 +16,6 @@ pub mod jobs;
 pub mod orders;
 pub mod routes;
 pub mod seed;
-pub mod telemetry;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 

@@ -10,6 +10,7 @@ use shop_orders::{
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = shop_telemetry::init("orders")?;
+    shop_telemetry::metrics::install();
     let config = cli.config;
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -23,10 +23,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use shop_telemetry::db::pg_span;
 use sqlx::{PgPool, Postgres, Transaction};
+use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::{cache::ProductCache, error::ApiError};
 
 /// Most lines in one order.
 pub const MAX_LINES: usize = 100;
@@ -150,6 +152,7 @@ struct LockedProduct {
 /// Places an order for `user` under Idempotency-Key `key` (see the module docs).
 pub async fn place_order(
     db: &PgPool,
+    cache: &ProductCache,
     user: Uuid,
     key: &str,
     request: &PlaceOrderRequest,
@@ -161,9 +164,9 @@ pub async fn place_order(
     // A unique violation on the key means another request with the same key committed
     // between our lock and our insert (possible only in a narrow race): run once more,
     // which replays its answer.
-    match try_place(db, user, key, &lines, &request_hash).await {
+    match try_place(db, cache, user, key, &lines, &request_hash).await {
         Err(ApiError::Internal(e)) if is_key_conflict(&e) => {
-            try_place(db, user, key, &lines, &request_hash).await
+            try_place(db, cache, user, key, &lines, &request_hash).await
         }
         other => other,
     }
@@ -179,16 +182,18 @@ fn is_key_conflict(error: &anyhow::Error) -> bool {
 
 async fn try_place(
     db: &PgPool,
+    cache: &ProductCache,
     user: Uuid,
     key: &str,
     lines: &[(Uuid, i32)],
     request_hash: &[u8; 32],
 ) -> Result<PlacementResponse, ApiError> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin().instrument(pg_span("BEGIN", "BEGIN")).await?;
 
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
         .bind(lock_key(user, key))
         .fetch_one(&mut *tx)
+        .instrument(pg_span("SELECT", "SELECT pg_try_advisory_xact_lock"))
         .await?;
     if !locked {
         return Err(ApiError::RequestInProgress);
@@ -201,6 +206,7 @@ async fn try_place(
     .bind(user)
     .bind(key)
     .fetch_optional(&mut *tx)
+    .instrument(pg_span("SELECT", "SELECT idempotency_keys"))
     .await?;
     if let Some(stored) = stored {
         tx.rollback().await?;
@@ -226,6 +232,7 @@ async fn try_place(
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
+    .instrument(pg_span("SELECT", "SELECT products FOR NO KEY UPDATE"))
     .await?;
 
     let find = |id: &Uuid| products.iter().find(|p| p.id == *id);
@@ -312,11 +319,12 @@ async fn try_place(
     .bind(order.created_at)
     .bind(ORDER_TOPIC)
     .bind(&event)
-    .bind(crate::telemetry::trace_context_json())
+    .bind(shop_telemetry::outbox::trace_context_json())
     .bind(key)
     .bind(&request_hash[..])
     .bind(&body)
     .fetch_one(&mut *tx)
+    .instrument(pg_span("INSERT", "UPDATE products, INSERT orders order_items outbox idempotency_keys"))
     .await
     .map_err(map_write_error)?;
     if decremented != ids.len() as i64 {
@@ -327,7 +335,7 @@ async fn try_place(
             ids.len()
         )));
     }
-    tx.commit().await?;
+    tx.commit().instrument(pg_span("COMMIT", "COMMIT")).await?;
     metrics::counter!("orders_placed_total").increment(1);
 
     Ok(PlacementResponse {
@@ -372,9 +380,10 @@ async fn store_refusal(
     .bind(status.as_u16() as i16)
     .bind(&body)
     .execute(&mut *tx)
+    .instrument(pg_span("INSERT", "INSERT idempotency_keys"))
     .await
     .map_err(map_write_error)?;
-    tx.commit().await?;
+    tx.commit().instrument(pg_span("COMMIT", "COMMIT")).await?;
     Ok(PlacementResponse {
         status,
         body,
@@ -456,6 +465,7 @@ impl OrderRepository {
         .bind(id)
         .bind(user)
         .fetch_optional(&self.db)
+        .instrument(pg_span("SELECT", "SELECT orders"))
         .await?;
         match row {
             Some(row) => Ok(self.with_items(vec![row]).await?.pop()),
@@ -480,6 +490,7 @@ impl OrderRepository {
         .bind(cursor.map(|c| c.id))
         .bind(limit)
         .fetch_all(&self.db)
+        .instrument(pg_span("SELECT", "SELECT orders"))
         .await?;
         self.with_items(rows).await
     }
@@ -495,6 +506,7 @@ impl OrderRepository {
         )
         .bind(&ids)
         .fetch_all(&self.db)
+        .instrument(pg_span("SELECT", "SELECT order_items"))
         .await?;
         Ok(rows
             .into_iter()

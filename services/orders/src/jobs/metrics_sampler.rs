@@ -6,6 +6,7 @@ use crate::AppState;
 /// One sample.
 pub async fn run(state: AppState) -> anyhow::Result<()> {
     state.lifecycle.record_metrics();
+    shop_telemetry::runtime::sample();
 
     let size = state.db.size();
     let idle = state.db.num_idle() as u32;

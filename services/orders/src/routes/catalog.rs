@@ -1,4 +1,9 @@
 //! `GET /v1/products`, `GET /v1/products/{id}`: public catalog reads.
+//!
+//! A single product is read through [`ProductCache`](crate::cache::ProductCache). Pages
+//! of the list go to Postgres directly: keyset pages are cheap index scans, their
+//! keys (cursor × limit) would make a poor cache, and one uncached query per page is
+//! what lets a client see the live stock when it needs to.
 
 use axum::{Json, Router, extract::State, routing::get};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -60,12 +65,13 @@ async fn list_products(
     Ok(Json(ProductPage { items, next_cursor }))
 }
 
+/// Through the product cache (docs/cache.md): `stock` may be stale within its bound.
 async fn get_product(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> Result<Json<Product>, ApiError> {
     state
-        .products
+        .cache
         .get(id)
         .await?
         .map(Json)

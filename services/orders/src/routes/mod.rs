@@ -1,7 +1,8 @@
 //! The HTTP surface: every route, and the middleware around them.
 //!
-//! Layers, outermost first: request id, tracing, load shedding (in-flight cap → 503 at
-//! once), the request deadline (→ 504), the body limit (→ 413).
+//! Layers, outermost first: telemetry (trace context in and out, `x-trace-id`,
+//! `x-request-id`, RED metrics), load shedding (in-flight cap → 503 at once), the request
+//! deadline (→ 504), the body limit (→ 413).
 
 mod catalog;
 mod debug;
@@ -14,15 +15,10 @@ use axum::{
     Router,
     error_handling::HandleErrorLayer,
     extract::{DefaultBodyLimit, Request, State},
-    http::HeaderName,
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
 
 use crate::{AppState, error::ApiError};
 
@@ -31,7 +27,6 @@ pub const TIMEOUT_HEADER: &str = "x-timeout-ms";
 
 /// The whole router, with its state.
 pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     let api = Router::new()
         .merge(catalog::router())
         .merge(orders::router())
@@ -45,9 +40,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(TraceLayer::new_for_http())
+                // Router::layer (not around the finished router) so spans and metrics
+                // are named by the matched route.
+                .layer(shop_telemetry::http::layer())
                 .layer(HandleErrorLayer::new(shed_error))
                 .load_shed()
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(

@@ -30,7 +30,7 @@ async fn create_order(
     IdempotencyKey(key): IdempotencyKey,
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
-    let placed = place_order(&state.db, claims.sub, &key, &request).await?;
+    let placed = place_order(&state.db, &state.cache, claims.sub, &key, &request).await?;
     let mut response = if placed.status.is_success() {
         (placed.status, Json(placed.body)).into_response()
     } else {
