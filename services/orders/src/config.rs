@@ -195,7 +195,11 @@ pub struct Config {
     pub cache_redis_prefix: String,
 
     /// Redis pub/sub channel on which product invalidations are published.
-    #[arg(long, env = "CACHE_INVALIDATION_CHANNEL", default_value = "shop:cache:invalidations")]
+    #[arg(
+        long,
+        env = "CACHE_INVALIDATION_CHANNEL",
+        default_value = "shop:cache:invalidations"
+    )]
     pub cache_invalidation_channel: String,
 
     /// Consecutive Redis failures that open the cache's breaker (Redis then skipped).

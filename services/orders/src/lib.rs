@@ -5,6 +5,7 @@
 //! serves until its stop signal, then drains in-flight requests, stops the background
 //! jobs (all owned by one [`Lifecycle`]) and closes the pools.
 
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -26,7 +27,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
-use crate::{catalog::ProductRepository, orders::OrderRepository};
+use crate::{cache::ProductCache, catalog::ProductRepository, orders::OrderRepository};
 
 /// The development public key, used when `AUTH_PUBLIC_KEY_FILE` is not set.
 const DEV_PUBLIC_KEY: &str = include_str!("../../../deploy/dev-keys/public.pem");
@@ -39,6 +40,9 @@ pub struct AppState {
     pub redis: deadpool_redis::Pool,
     pub verifier: Arc<TokenVerifier>,
     pub products: ProductRepository,
+    /// Product reads: moka over Redis over Postgres (docs/cache.md). Its Redis pool is
+    /// closed at shutdown, after the jobs (its invalidation listener) have stopped.
+    pub cache: ProductCache,
     pub orders: OrderRepository,
     /// Owns every background job; its shutdown stops them all.
     pub lifecycle: Lifecycle,
@@ -86,8 +90,10 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let products = ProductRepository::new(db.clone());
         let state = AppState {
-            products: ProductRepository::new(db.clone()),
+            cache: ProductCache::new(&config, products.clone())?,
+            products,
             orders: OrderRepository::new(db.clone()),
             config: Arc::new(config),
             db,
@@ -157,6 +163,7 @@ impl Application {
             .await;
         state.db.close().await;
         state.redis.close();
+        state.cache.close();
         tracing::info!(
             clean = report.is_clean(),
             unfinished = ?report.unfinished,

@@ -337,6 +337,20 @@ async fn try_place(
     }
     tx.commit().instrument(pg_span("COMMIT", "COMMIT")).await?;
     metrics::counter!("orders_placed_total").increment(1);
+    // After the commit, never before: the cache hook (docs/cache.md, stock rule). The
+    // rows were locked, so locked stock minus the ordered quantity is the new stock.
+    let stock_after: Vec<(Uuid, i32)> = products
+        .iter()
+        .map(|p| {
+            let ordered: i32 = lines
+                .iter()
+                .filter(|(id, _)| *id == p.id)
+                .map(|(_, q)| q)
+                .sum();
+            (p.id, p.stock - ordered)
+        })
+        .collect();
+    cache.stock_changed(&stock_after).await;
 
     Ok(PlacementResponse {
         status: StatusCode::CREATED,

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through_after_the_cooldown()
-     {
+    {
         let breaker = Breaker::new(2, Duration::from_millis(50));
         assert!(breaker.allow());
         breaker.on_failure(&"boom");

@@ -62,7 +62,7 @@ pub(crate) fn build(capacity: u64) -> Cache<Uuid, Entry> {
 
 /// `ttl` moved at random by up to ±`fraction` of itself (millisecond resolution), so
 /// entries written together do not all expire together (the cure for avalanche).
-pub(crate) fn jittered(ttl: Duration, fraction: f64) -> Duration {
+pub fn jittered(ttl: Duration, fraction: f64) -> Duration {
     use rand::Rng as _;
     let ms = ttl.as_millis() as f64;
     let spread = (ms * fraction.clamp(0.0, 1.0)).round();

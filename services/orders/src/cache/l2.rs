@@ -100,9 +100,7 @@ impl RedisLayer {
     /// The stored value for `id`: `Ok(None)` when absent or unreadable.
     pub(crate) async fn get(&self, id: Uuid) -> anyhow::Result<Option<Stored>> {
         let key = self.key(id);
-        let raw: Option<Vec<u8>> = self
-            .query(redis::cmd("GET").arg(&key))
-            .await?;
+        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(&key)).await?;
         Ok(raw.and_then(|bytes| match serde_json::from_slice(&bytes) {
             Ok(stored) => Some(stored),
             Err(error) => {

@@ -109,10 +109,7 @@ impl ProductCache {
         Ok(Self::with_layers(
             CacheSettings::from_config(config),
             Some(l2),
-            Breaker::new(
-                config.cache_breaker_failures,
-                config.cache_breaker_cooldown,
-            ),
+            Breaker::new(config.cache_breaker_failures, config.cache_breaker_cooldown),
             repository,
         ))
     }
@@ -123,8 +120,8 @@ impl ProductCache {
         breaker: Breaker,
         repository: ProductRepository,
     ) -> Self {
-        let l1 = (settings.enabled && settings.l1_capacity > 0)
-            .then(|| l1::build(settings.l1_capacity));
+        let l1 =
+            (settings.enabled && settings.l1_capacity > 0).then(|| l1::build(settings.l1_capacity));
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -143,7 +140,11 @@ impl ProductCache {
     pub async fn get(&self, id: Uuid) -> Result<Option<Product>, ApiError> {
         let inner = &self.inner;
         if !inner.settings.enabled {
-            return Ok(inner.load_from_db(id).await?.product.map(Arc::unwrap_or_clone));
+            return Ok(inner
+                .load_from_db(id)
+                .await?
+                .product
+                .map(Arc::unwrap_or_clone));
         }
         let entry = match &inner.l1 {
             Some(l1) => {
@@ -208,11 +209,7 @@ impl ProductCache {
     /// Sets a product's price and invalidates it (the catalog's write path; there is
     /// no admin route yet). `false` when the product does not exist.
     pub async fn update_price(&self, id: Uuid, price_cents: i64) -> Result<bool, ApiError> {
-        let updated = self
-            .inner
-            .repository
-            .update_price(id, price_cents)
-            .await?;
+        let updated = self.inner.repository.update_price(id, price_cents).await?;
         if updated {
             self.invalidate(id).await;
         }

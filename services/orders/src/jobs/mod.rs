@@ -1,6 +1,7 @@
 //! Background jobs, one file per job. Each is started through the lifecycle supervisor
 //! in [`start`] and ends when its token is cancelled.
 
+pub mod cache_invalidation;
 pub mod idempotency_cleanup;
 pub mod metrics_sampler;
 pub mod outbox_relay;
@@ -11,6 +12,21 @@ use crate::AppState;
 
 /// Starts every background job of the service.
 pub fn start(state: &AppState) {
+    if state.cache.is_enabled() {
+        let cache = state.cache.clone();
+        let config = &state.config;
+        let (url, timeout, backoff) = (
+            config.cache_redis_url().to_owned(),
+            config.redis_timeout,
+            config.cache_listener_max_backoff,
+        );
+        state
+            .lifecycle
+            .spawn_job("cache_invalidation", move |token| {
+                cache_invalidation::run(cache, url, timeout, backoff, token)
+            });
+    }
+
     let relay_state = state.clone();
     state.lifecycle.spawn_job("outbox_relay", move |token| {
         outbox_relay::run(relay_state, token)

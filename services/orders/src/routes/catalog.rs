@@ -1,9 +1,9 @@
 //! `GET /v1/products`, `GET /v1/products/{id}`: public catalog reads.
 //!
-//! A single product is read through [`ProductCache`](crate::cache::ProductCache). Pages
-//! of the list go to Postgres directly: keyset pages are cheap index scans, their
-//! keys (cursor × limit) would make a poor cache, and one uncached query per page is
-//! what lets a client see the live stock when it needs to.
+//! A single product is read through [`ProductCache`](crate::cache::ProductCache), so its
+//! `stock` may be stale within the bound in docs/cache.md. Pages of the list go to
+//! Postgres directly: a keyset page is one index scan, and caching pages keyed by
+//! cursor × limit would need an invalidation scheme of its own.
 
 use axum::{Json, Router, extract::State, routing::get};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -43,7 +43,12 @@ async fn after_traffic_and_shutdown_the_tracker_is_empty_and_alive_tasks_are_bac
         .collect();
     assert_eq!(
         jobs,
-        ["idempotency_cleanup", "metrics_sampler", "outbox_relay"]
+        [
+            "cache_invalidation",
+            "idempotency_cleanup",
+            "metrics_sampler",
+            "outbox_relay"
+        ]
     );
     let lifecycle = app.state.lifecycle.clone();
 

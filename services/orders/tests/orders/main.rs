@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cache;
 mod idempotency;
 mod lifecycle;
 mod outbox;

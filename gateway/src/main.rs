@@ -1,0 +1,29 @@
+//! `gateway [serve]` and `gateway healthcheck`. Everything lives in the library.
+
+use clap::Parser as _;
+use shop_gateway::{Application, Cli, Command};
+use shop_lifecycle::Lifecycle;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        std::process::exit(i32::from(
+            !shop_gateway::startup::healthcheck(&cli.config).await,
+        ));
+    }
+    let _telemetry = shop_telemetry::init("gateway")?;
+    shop_telemetry::metrics::install();
+    let lifecycle = Lifecycle::new();
+    let app = Application::build(cli.config, lifecycle.clone()).await?;
+    // SIGTERM or Ctrl-C cancels the lifecycle's token: the server stops accepting,
+    // drains, and `run_until_stopped` returns after every task has stopped.
+    let token = lifecycle.token();
+    lifecycle.spawn_task("shutdown_signal", async move {
+        tokio::select! {
+            () = shop_lifecycle::shutdown_signal() => token.cancel(),
+            () = token.cancelled() => {}
+        }
+    });
+    app.run_until_stopped().await
+}

@@ -1,0 +1,346 @@
+//! [`RateLimiter`]: the decision for one request (see the module docs for the order).
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use governor::{
+    Quota,
+    clock::{Clock, DefaultClock},
+    middleware::StateInformationMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+
+use super::{
+    policy::{Policies, Policy, PolicyKind},
+    redis_gcra::GcraScript,
+};
+
+type LocalLimiter = governor::RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
+
+/// How long leased tokens may be spent locally before they are dropped.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// How long the limiter stays on its local fallback after a Redis failure.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The outcome of a check.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests left in the current window (an estimate when served locally).
+    pub remaining: u32,
+    /// Until the quota is full again.
+    pub reset: Duration,
+    /// For a refusal: until the next request can pass.
+    pub retry_after: Duration,
+}
+
+/// Where a decision came from (a metric label).
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Local,
+    Lease,
+    Redis,
+    Fallback,
+}
+
+impl Source {
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Lease => "lease",
+            Self::Redis => "redis",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Lease {
+    tokens: u32,
+    remaining_hint: u32,
+    expires: Instant,
+}
+
+/// The rate limiter shared by every request (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policies: Policies,
+    local: [LocalLimiter; 3],
+    // A std mutex, not a tokio one: it is held for a map lookup only, never across
+    // an `.await`.
+    leases: Mutex<HashMap<(PolicyKind, String), Lease>>,
+    redis: redis::aio::ConnectionManager,
+    script: GcraScript,
+    prefix: String,
+    timeout: Duration,
+    redis_up: AtomicBool,
+    /// Milliseconds since `epoch` before which Redis is not tried again.
+    redis_retry_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+fn local_limiter(policy: &Policy) -> LocalLimiter {
+    let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(policy.emission_interval())
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst);
+    governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()
+}
+
+impl RateLimiter {
+    /// `redis` should be a lazily connecting manager: the gateway starts, and limits
+    /// locally, even when Redis is down.
+    pub fn new(
+        policies: Policies,
+        redis: redis::aio::ConnectionManager,
+        prefix: String,
+        timeout: Duration,
+    ) -> Self {
+        let local = PolicyKind::ALL.map(|kind| local_limiter(policies.get(kind)));
+        metrics::gauge!("gateway_ratelimit_redis_up").set(1.0);
+        Self {
+            inner: Arc::new(Inner {
+                policies,
+                local,
+                leases: Mutex::new(HashMap::new()),
+                redis,
+                script: GcraScript::default(),
+                prefix,
+                timeout,
+                redis_up: AtomicBool::new(true),
+                redis_retry_at_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn policy(&self, kind: PolicyKind) -> &Policy {
+        self.inner.policies.get(kind)
+    }
+
+    /// Decides one request of `client` under policy `kind`.
+    pub async fn check(&self, kind: PolicyKind, client: &str) -> Decision {
+        let (decision, source) = self.decide(kind, client).await;
+        metrics::counter!(
+            "gateway_ratelimit_decisions_total",
+            "policy" => kind.name(),
+            "decision" => if decision.allowed { "allowed" } else { "limited" },
+            "source" => source.label(),
+        )
+        .increment(1);
+        decision
+    }
+
+    async fn decide(&self, kind: PolicyKind, client: &str) -> (Decision, Source) {
+        let inner = &*self.inner;
+        let policy = inner.policies.get(kind);
+        let key = client.to_owned();
+
+        // 1. Local limiter: its "no" is final, its "yes" is the fallback answer.
+        let local = match inner.local[kind as usize].check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Decision {
+                    allowed: true,
+                    remaining,
+                    reset: policy.emission_interval()
+                        * (policy.burst - remaining.min(policy.burst)),
+                    retry_after: Duration::ZERO,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return (
+                    Decision {
+                        allowed: false,
+                        remaining: 0,
+                        reset: wait,
+                        retry_after: wait,
+                    },
+                    Source::Local,
+                );
+            }
+        };
+
+        // 2. A lease of tokens taken earlier from Redis.
+        let lease_size = policy.lease_size();
+        if lease_size > 1 {
+            let mut leases = inner.leases.lock().expect("lease map poisoned");
+            if let Some(lease) = leases.get_mut(&(kind, key.clone()))
+                && lease.tokens > 0
+                && lease.expires > Instant::now()
+            {
+                lease.tokens -= 1;
+                let remaining = lease.remaining_hint + lease.tokens;
+                return (Decision { remaining, ..local }, Source::Lease);
+            }
+        }
+
+        // 3. Redis, unless it failed within the last second.
+        if !self.redis_may_be_tried() {
+            return (local, Source::Fallback);
+        }
+        let redis_key = format!("{}{}:{}", inner.prefix, kind.name(), client);
+        let mut conn = inner.redis.clone();
+        let result = tokio::time::timeout(
+            inner.timeout,
+            inner.script.take(
+                &mut conn,
+                &redis_key,
+                policy.emission_interval(),
+                policy.burst,
+                lease_size,
+            ),
+        )
+        .await;
+        match result {
+            Ok(Ok(grant)) => {
+                self.redis_succeeded();
+                if grant.granted == 0 {
+                    return (
+                        Decision {
+                            allowed: false,
+                            remaining: 0,
+                            reset: grant.reset,
+                            retry_after: grant.retry_after,
+                        },
+                        Source::Redis,
+                    );
+                }
+                if grant.granted > 1 {
+                    // Concurrent requests may each have taken a lease: pool them rather
+                    // than overwrite (an overwritten lease would be tokens lost).
+                    let expires = Instant::now() + LEASE_TTL;
+                    inner
+                        .leases
+                        .lock()
+                        .expect("lease map poisoned")
+                        .entry((kind, key))
+                        .and_modify(|lease| {
+                            if lease.expires <= Instant::now() {
+                                lease.tokens = 0;
+                            }
+                            lease.tokens += grant.granted - 1;
+                            lease.remaining_hint = grant.remaining;
+                            lease.expires = expires;
+                        })
+                        .or_insert(Lease {
+                            tokens: grant.granted - 1,
+                            remaining_hint: grant.remaining,
+                            expires,
+                        });
+                }
+                (
+                    Decision {
+                        allowed: true,
+                        remaining: grant.remaining + grant.granted - 1,
+                        reset: grant.reset,
+                        retry_after: Duration::ZERO,
+                    },
+                    Source::Redis,
+                )
+            }
+            Ok(Err(error)) => {
+                self.redis_failed(&error.to_string());
+                (local, Source::Fallback)
+            }
+            Err(_elapsed) => {
+                self.redis_failed("timed out");
+                (local, Source::Fallback)
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// While Redis is up: always. While it is down: one caller per second gets to
+    /// probe it (the others stay on the fallback without waiting).
+    fn redis_may_be_tried(&self) -> bool {
+        if self.inner.redis_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.now_ms();
+        let retry_at = self.inner.redis_retry_at_ms.load(Ordering::Relaxed);
+        now >= retry_at
+            && self
+                .inner
+                .redis_retry_at_ms
+                .compare_exchange(
+                    retry_at,
+                    now + u64::try_from(REDIS_RETRY_AFTER.as_millis()).unwrap_or(1000),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn redis_failed(&self, error: &str) {
+        let retry_at = self.now_ms() + u64::try_from(REDIS_RETRY_AFTER.as_millis()).unwrap_or(1000);
+        self.inner
+            .redis_retry_at_ms
+            .store(retry_at, Ordering::Relaxed);
+        if self.inner.redis_up.swap(false, Ordering::Relaxed) {
+            metrics::gauge!("gateway_ratelimit_redis_up").set(0.0);
+            tracing::warn!(
+                %error,
+                "redis unreachable: rate limiting falls back to the local limiter (per-replica quotas)"
+            );
+        }
+    }
+
+    fn redis_succeeded(&self) {
+        if !self.inner.redis_up.swap(true, Ordering::Relaxed) {
+            metrics::gauge!("gateway_ratelimit_redis_up").set(1.0);
+            tracing::info!("redis reachable again: shared rate limiting resumed");
+        }
+    }
+
+    /// `PING`s Redis on the limiter's own connection (for /readyz).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let mut conn = self.inner.redis.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut conn);
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+    }
+
+    /// Whether the shared (Redis) state is in use right now.
+    pub fn redis_up(&self) -> bool {
+        self.inner.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// Forgets idle clients (local limiter state and expired leases), so memory is
+    /// bounded by recent clients, not by every client ever seen. Run periodically.
+    pub fn forget_idle_clients(&self) {
+        for limiter in &self.inner.local {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        let now = Instant::now();
+        self.inner
+            .leases
+            .lock()
+            .expect("lease map poisoned")
+            .retain(|_, lease| lease.expires > now);
+        metrics::gauge!("gateway_ratelimit_tracked_clients")
+            .set(self.inner.local.iter().map(|l| l.len()).sum::<usize>() as f64);
+    }
+}

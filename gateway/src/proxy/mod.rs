@@ -1,0 +1,354 @@
+//! The proxy to orders: one shared HTTP client, deadlines, retries and a breaker.
+//!
+//! One request through [`Upstream::forward`]:
+//! - headers: hop-by-hop headers stripped (both ways); `X-Forwarded-For` /
+//!   `-Proto` set; `x-request-id` and a `traceparent` (this trace, a new span id)
+//!   sent; `x-timeout-ms` carries the remaining budget so orders can give up early.
+//! - deadline: the whole exchange, retries included, must finish before the route's
+//!   deadline; otherwise 504.
+//! - retries: only GET/HEAD, or POST with an `Idempotency-Key`; only on connect
+//!   errors, 502 and 503; exponential backoff with full jitter; never past the
+//!   deadline; and each retry needs a token from a global [`TpsBudget`] (a fraction of
+//!   recent requests), so retries cannot multiply load during an outage.
+//! - breaker: see [`breaker`]; while open, 503 + `Retry-After` at once.
+//!
+//! The connection pool is bounded in idle connections by `UPSTREAM_POOL_MAX_IDLE` and
+//! in live connections by the load-shedding cap (each in-flight request holds at most
+//! one connection).
+
+pub mod breaker;
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    body::Body,
+    http::{
+        HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    },
+};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioTimer,
+};
+use shop_lifecycle::Lifecycle;
+use tower::retry::budget::{Budget as _, TpsBudget};
+
+pub use breaker::{BreakerConfig, CircuitBreaker};
+
+use crate::{config::Config, error::ApiError, middleware::request_context::TraceId};
+
+static X_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Runs the HTTP client's connection tasks through the lifecycle supervisor, so they
+/// are tracked like every other task: a pooled connection's task ends when the client
+/// (the last `AppState`) is dropped, and shutdown waits for it.
+#[derive(Clone, Debug)]
+pub struct LifecycleExecutor(pub Lifecycle);
+
+impl<F> hyper::rt::Executor<F> for LifecycleExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        drop(self.0.spawn_task("upstream_connection", future));
+    }
+}
+
+/// Retry settings.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// What the proxy knows about the incoming request besides the request itself.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// The socket peer (a client, or a trusted proxy in front of the gateway).
+    pub peer: std::net::IpAddr,
+    pub peer_is_trusted_proxy: bool,
+    pub request_id: &'a HeaderValue,
+    pub trace_id: &'a TraceId,
+    pub deadline: Duration,
+}
+
+/// One upstream service.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    name: &'static str,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// `scheme://authority` of the upstream.
+    base: Uri,
+    breaker: CircuitBreaker,
+    budget: std::sync::Arc<TpsBudget>,
+    retry: RetryConfig,
+}
+
+impl Upstream {
+    /// `lifecycle` owns the client's connection tasks (see [`LifecycleExecutor`]).
+    pub fn from_config(
+        name: &'static str,
+        config: &Config,
+        lifecycle: &Lifecycle,
+    ) -> anyhow::Result<Self> {
+        let base: Uri = config.orders_url.parse()?;
+        anyhow::ensure!(
+            base.scheme_str() == Some("http") && base.authority().is_some(),
+            "ORDERS_URL must be http://host:port"
+        );
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(
+            config.upstream_connect_timeout_ms,
+        )));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        let client = Client::builder(LifecycleExecutor(lifecycle.clone()))
+            .pool_max_idle_per_host(config.upstream_pool_max_idle)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let breaker = CircuitBreaker::new(
+            name,
+            BreakerConfig {
+                failure_rate: config.breaker_failure_rate,
+                min_requests: config.breaker_min_requests,
+                window: Duration::from_millis(config.breaker_window_ms),
+                open_for: Duration::from_millis(config.breaker_open_ms),
+                half_open_probes: config.breaker_half_open_probes.max(1),
+            },
+        );
+        Ok(Self {
+            name,
+            client,
+            base,
+            breaker,
+            budget: std::sync::Arc::new(TpsBudget::new(
+                Duration::from_secs(10),
+                config.retry_budget_min_per_sec,
+                config.retry_budget_percent / 100.0,
+            )),
+            retry: RetryConfig {
+                max_attempts: config.retry_max_attempts.max(1),
+                base_delay: Duration::from_millis(config.retry_base_delay_ms),
+                max_delay: Duration::from_secs(1),
+            },
+        })
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// `GET <base><path>` with a short timeout, for /readyz (bypasses the breaker).
+    pub async fn probe(&self, path: &str, timeout: Duration) -> bool {
+        let Ok(uri) = self.uri(path) else {
+            return false;
+        };
+        let Ok(request) = Request::get(uri).body(Full::new(Bytes::new())) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(timeout, self.client.request(request)).await,
+            Ok(Ok(response)) if response.status().is_success()
+        )
+    }
+
+    fn uri(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(path_and_query.parse()?);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// Forwards a buffered request; see the module docs.
+    pub async fn forward(
+        &self,
+        method: Method,
+        uri: &Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+        fwd: Forwarding<'_>,
+    ) -> Result<Response<Body>, ApiError> {
+        let started = Instant::now();
+        let deadline = started + fwd.deadline;
+        let target = self
+            .uri(uri.path_and_query().map_or("/", |pq| pq.as_str()))
+            .map_err(|e| ApiError::BadRequest(format!("bad request target: {e}")))?;
+
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(&X_TIMEOUT_MS);
+        let peer =
+            HeaderValue::from_str(&fwd.peer.to_string()).expect("an IP is a valid header value");
+        // From a trusted proxy the chain is kept and extended with that proxy's address;
+        // otherwise a client's own X-Forwarded-For is not passed on as if it were true.
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(chain) if fwd.peer_is_trusted_proxy => {
+                HeaderValue::from_str(&format!("{chain}, {}", fwd.peer)).unwrap_or(peer)
+            }
+            _ => peer,
+        };
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+        if !(fwd.peer_is_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        headers.insert(
+            crate::middleware::request_context::X_REQUEST_ID.clone(),
+            fwd.request_id.clone(),
+        );
+        headers.insert(
+            crate::middleware::request_context::TRACEPARENT.clone(),
+            HeaderValue::from_str(&fwd.trace_id.child_traceparent())
+                .expect("a traceparent is a valid header value"),
+        );
+
+        let retryable = matches!(method, Method::GET | Method::HEAD)
+            || (method == Method::POST && headers.contains_key(&IDEMPOTENCY_KEY));
+        self.budget.deposit();
+
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ApiError::GatewayTimeout);
+            }
+            let permit = self
+                .breaker
+                .acquire()
+                .map_err(|retry_after| ApiError::UpstreamUnavailable { retry_after })?;
+
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = target.clone();
+            *request.headers_mut() = headers.clone();
+            request.headers_mut().insert(
+                X_TIMEOUT_MS.clone(),
+                HeaderValue::from(
+                    u64::try_from(remaining.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                ),
+            );
+
+            let sent = Instant::now();
+            let outcome = tokio::time::timeout(remaining, self.client.request(request)).await;
+            metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => self.name)
+                .record(sent.elapsed().as_secs_f64());
+
+            // What went wrong, if anything, and whether it may be retried.
+            let failure = match outcome {
+                Err(_elapsed) => {
+                    permit.record(false);
+                    // Not retried: the deadline is spent, and a slow upstream is the
+                    // last thing to send more work to.
+                    return Err(ApiError::GatewayTimeout);
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    permit.record(false);
+                    ApiError::UpstreamUnavailable {
+                        retry_after: Duration::from_secs(1),
+                    }
+                }
+                Ok(Err(error)) => {
+                    permit.record(false);
+                    // The request may have reached orders: not retried.
+                    return Err(ApiError::BadGateway(format!("{error:#}")));
+                }
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    let failed = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                    permit.record(!failed);
+                    let retry_status = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                    );
+                    if !(retry_status && retryable && attempt < self.retry.max_attempts) {
+                        return Ok(into_client_response(response));
+                    }
+                    match self.backoff(attempt, deadline) {
+                        Some(delay) => {
+                            metrics::counter!("gateway_upstream_retries_total", "upstream" => self.name, "reason" => "status").increment(1);
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        None => return Ok(into_client_response(response)),
+                    }
+                }
+            };
+            if !(retryable && attempt < self.retry.max_attempts) {
+                return Err(failure);
+            }
+            match self.backoff(attempt, deadline) {
+                Some(delay) => {
+                    metrics::counter!("gateway_upstream_retries_total", "upstream" => self.name, "reason" => "connect").increment(1);
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(failure),
+            }
+        }
+    }
+
+    /// The delay before retry number `attempt`, or `None` if there is no time or no
+    /// budget left. Full jitter: uniform in `[0, min(max, base · 2^(attempt-1))]`.
+    fn backoff(&self, attempt: u32, deadline: Instant) -> Option<Duration> {
+        let cap = self
+            .retry
+            .base_delay
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(self.retry.max_delay);
+        let delay = cap.mul_f64(rand::random::<f64>());
+        // Leave the next attempt at least a little time to do something useful.
+        if Instant::now() + delay + Duration::from_millis(5) >= deadline {
+            return None;
+        }
+        if !self.budget.withdraw() {
+            metrics::counter!("gateway_upstream_retry_budget_exhausted_total", "upstream" => self.name).increment(1);
+            return None;
+        }
+        Some(delay)
+    }
+}
+
+fn into_client_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}

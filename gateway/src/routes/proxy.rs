@@ -1,0 +1,99 @@
+//! The proxied routes: the catalog (public) and orders (token required), forwarded to
+//! the orders service by [`crate::proxy::Upstream`].
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::Method,
+    response::Response,
+    routing::any,
+};
+
+use crate::{
+    error::ApiError,
+    middleware::{
+        authenticate::Identity,
+        client_ip::PeerAddr,
+        request_context::{RequestContext, TraceId},
+    },
+    proxy::Forwarding,
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/products", any(catalog))
+        .route("/v1/products/{*rest}", any(catalog))
+        .route("/v1/orders", any(orders))
+        .route("/v1/orders/{*rest}", any(orders))
+}
+
+async fn catalog(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    forward(&state, request).await
+}
+
+async fn orders(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    match request.extensions().get::<Identity>() {
+        Some(Identity::User(_)) => forward(&state, request).await,
+        Some(Identity::Invalid(reason)) => Err(ApiError::Unauthorized(reason)),
+        _ => Err(ApiError::Unauthorized("a bearer token is required")),
+    }
+}
+
+async fn forward(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let limit = state.config.body_limit_bytes;
+    if parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len > limit)
+    {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    // Buffered (bounded by the limit) so that an idempotent request can be re-sent.
+    let body = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let error = error.into_inner();
+        if error.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge
+        } else {
+            // Most likely the body read timeout (a slow client).
+            ApiError::BadRequest(format!("could not read the request body: {error}"))
+        }
+    })?;
+
+    let context = parts.extensions.get::<RequestContext>().cloned();
+    let fallback_trace = TraceId::random();
+    let (request_id, trace_id) = match &context {
+        Some(c) => (c.request_id.clone(), &c.trace_id),
+        None => (axum::http::HeaderValue::from_static("-"), &fallback_trace),
+    };
+    let peer = parts
+        .extensions
+        .get::<PeerAddr>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+    let deadline = if parts.method == Method::POST && parts.uri.path() == "/v1/orders" {
+        std::time::Duration::from_millis(state.config.upstream_orders_post_timeout_ms)
+    } else {
+        state.config.upstream_timeout()
+    };
+    let response = state
+        .orders
+        .forward(
+            parts.method,
+            &parts.uri,
+            parts.headers,
+            body,
+            Forwarding {
+                peer,
+                peer_is_trusted_proxy: state.trusted_proxies.is_trusted(peer),
+                request_id: &request_id,
+                trace_id,
+                deadline,
+            },
+        )
+        .await?;
+    Ok(response.map(Body::new))
+}

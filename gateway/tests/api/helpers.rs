@@ -1,0 +1,281 @@
+//! The test harness: a gateway in-process (or as a process), a programmable stub
+//! upstream, test users, private Redis servers, and child-process guards.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use serde_json::json;
+use shop_gateway::{Application, Config};
+use shop_lifecycle::Lifecycle;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A gateway running inside the test process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub lifecycle: Lifecycle,
+    pub client: reqwest::Client,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the gateway the way SIGTERM would, and waits until it has stopped.
+    pub async fn stop(mut self) {
+        self.lifecycle.token().cancel();
+        if let Some(done) = self.done.take() {
+            done.await.expect("gateway task").expect("gateway run");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.lifecycle.token().cancel();
+    }
+}
+
+/// The URL of the per-test database that `#[sqlx::test]` created.
+pub fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+/// A config for a test: port 0, this test's database, a unique Redis prefix, an
+/// upstream, and limits high enough not to interfere unless the test lowers them.
+pub fn test_config(pool: &PgPool, orders_url: &str) -> Config {
+    let mut config = Config::default_for_tests();
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.database_url = database_url(pool);
+    config.redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    config.rate_limit_redis_prefix = format!("test:{}:", Uuid::new_v4());
+    config.orders_url = orders_url.to_owned();
+    config.rate_limit_default = "10000/s".parse().unwrap();
+    config.rate_limit_login = "1000/s".parse().unwrap();
+    config.rate_limit_orders = "1000/s".parse().unwrap();
+    config.shutdown_timeout_ms = 5000;
+    config
+}
+
+pub async fn spawn_gateway(config: Config) -> TestGateway {
+    let lifecycle = Lifecycle::new();
+    let app = Application::build(config, lifecycle.clone())
+        .await
+        .expect("gateway builds");
+    let addr: SocketAddr = format!("127.0.0.1:{}", app.port()).parse().unwrap();
+    // The task that runs the gateway belongs to the harness, not to the gateway's own
+    // lifecycle: the gateway's shutdown waits for its own tasks, and would wait for
+    // the very task running it.
+    let harness = Lifecycle::new();
+    let done = harness.spawn_task("test_gateway", app.run_until_stopped());
+    TestGateway {
+        addr,
+        lifecycle,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        done: Some(done),
+    }
+}
+
+/// Inserts `email` / `password` (argon2id, default parameters) and returns the id.
+pub async fn create_user(pool: &PgPool, email: &str, password: &str) -> Uuid {
+    use argon2::PasswordHasher as _;
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .unwrap()
+        .to_string();
+    let id = Uuid::new_v4();
+    sqlx::query("insert into users (id, email, password_hash) values ($1, $2, $3)")
+        .bind(id)
+        .bind(email)
+        .bind(hash)
+        .execute(pool)
+        .await
+        .unwrap();
+    id
+}
+
+/// A stub of the orders service whose behaviour a test programs.
+#[derive(Clone, Default)]
+pub struct Stub {
+    /// Requests received, all routes.
+    pub hits: Arc<AtomicUsize>,
+    /// `/v1/products/...` sleeps this long (ms) before answering.
+    pub delay_ms: Arc<AtomicUsize>,
+    /// The next N requests are answered 503.
+    pub fail_next: Arc<AtomicUsize>,
+    /// Orders "created" (POST /v1/orders answered 201).
+    pub created: Arc<AtomicUsize>,
+}
+
+impl Stub {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn stub_echo(State(stub): State<Stub>, headers: HeaderMap) -> axum::response::Response {
+    stub.hits.fetch_add(1, Ordering::SeqCst);
+    if stub
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let delay = stub.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+    }
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Json(json!({
+        "x-forwarded-for": h("x-forwarded-for"),
+        "x-forwarded-proto": h("x-forwarded-proto"),
+        "x-request-id": h("x-request-id"),
+        "traceparent": h("traceparent"),
+        "x-timeout-ms": h("x-timeout-ms"),
+        "authorization": h("authorization"),
+        "connection": h("connection"),
+        "x-custom-hop": h("x-custom-hop"),
+    }))
+    .into_response()
+}
+
+async fn stub_place_order(State(stub): State<Stub>) -> axum::response::Response {
+    stub.hits.fetch_add(1, Ordering::SeqCst);
+    if stub
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    stub.created.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::CREATED, Json(json!({ "id": Uuid::new_v4() }))).into_response()
+}
+
+/// Starts the stub on a free port; it stops when `lifecycle` shuts down.
+pub async fn spawn_stub(lifecycle: &Lifecycle) -> (String, Stub) {
+    let stub = Stub::default();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/products", get(stub_echo))
+        .route("/v1/products/{id}", get(stub_echo))
+        .route("/v1/orders", post(stub_place_order).get(stub_echo))
+        .route("/v1/orders/{id}", get(stub_echo))
+        .with_state(stub.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let token = lifecycle.token();
+    lifecycle.spawn_task("stub_upstream", async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (url, stub)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped, so no test leaks one.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A private `redis-server` on a free port, nothing saved to disk.
+pub fn start_redis(port: u16) -> ChildGuard {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let guard = ChildGuard(Some(child));
+    wait_for_port(port);
+    guard
+}
+
+/// Waits (up to 10 s) until something listens on `port`.
+pub fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port} after 10 s");
+}
+
+/// Path of a binary built by cargo next to this test binary (`target/<profile>/<name>`).
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap(); // deps/
+    let path = dir.parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`cargo build -p shop-orders --bin {name}`, or run `cargo nextest run --workspace`)",
+        path.display()
+    );
+    path
+}
