@@ -133,12 +133,35 @@ fn lock_key(user: Uuid, key: &str) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-#[derive(sqlx::FromRow)]
 struct StoredKey {
     request_hash: Vec<u8>,
     response_status: i16,
     response_body: Value,
     order_id: Option<Uuid>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LockAndKey {
+    locked: bool,
+    request_hash: Option<Vec<u8>>,
+    response_status: Option<i16>,
+    response_body: Option<Value>,
+    order_id: Option<Uuid>,
+}
+
+impl LockAndKey {
+    fn split(self) -> (bool, Option<StoredKey>) {
+        let stored = match (self.request_hash, self.response_status, self.response_body) {
+            (Some(request_hash), Some(response_status), Some(response_body)) => Some(StoredKey {
+                request_hash,
+                response_status,
+                response_body,
+                order_id: self.order_id,
+            }),
+            _ => None,
+        };
+        (self.locked, stored)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -190,24 +213,29 @@ async fn try_place(
 ) -> Result<PlacementResponse, ApiError> {
     let mut tx = db.begin().instrument(pg_span("BEGIN", "BEGIN")).await?;
 
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(lock_key(user, key))
-        .fetch_one(&mut *tx)
-        .instrument(pg_span("SELECT", "SELECT pg_try_advisory_xact_lock"))
-        .await?;
+    // One round trip: try the key's lock and read its stored answer. The read's snapshot
+    // is taken before the lock is tried, so a request that committed between the two is
+    // not seen here; its idempotency_keys row then makes our insert fail, and
+    // `place_order` runs once more, which replays that answer.
+    let (locked, stored) = sqlx::query_as::<_, LockAndKey>(
+        "select pg_try_advisory_xact_lock($1) as locked, \
+                k.request_hash, k.response_status, k.response_body, k.order_id \
+         from (select 1) as one \
+         left join idempotency_keys k on k.user_id = $2 and k.key = $3",
+    )
+    .bind(lock_key(user, key))
+    .bind(user)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .instrument(pg_span(
+        "SELECT",
+        "SELECT pg_try_advisory_xact_lock, idempotency_keys",
+    ))
+    .await?
+    .split();
     if !locked {
         return Err(ApiError::RequestInProgress);
     }
-
-    let stored = sqlx::query_as::<_, StoredKey>(
-        "select request_hash, response_status, response_body, order_id \
-         from idempotency_keys where user_id = $1 and key = $2",
-    )
-    .bind(user)
-    .bind(key)
-    .fetch_optional(&mut *tx)
-    .instrument(pg_span("SELECT", "SELECT idempotency_keys"))
-    .await?;
     if let Some(stored) = stored {
         tx.rollback().await?;
         if stored.request_hash != request_hash {
