@@ -82,6 +82,8 @@ impl Application {
 
     /// [`Application::build`] with a given Postgres pool (tests pass their own database).
     pub async fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        // Idempotent; here so that no metric recorded before the first scrape is lost.
+        shop_telemetry::metrics::install();
         let verifier = token_verifier(&config)?;
         if config.migrate_on_start {
             db::MIGRATOR.run(&db).await.context("applying migrations")?;

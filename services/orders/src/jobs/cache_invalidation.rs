@@ -53,6 +53,7 @@ pub async fn run(
                 // Subscribed first, cleared second: nothing published from now on is
                 // missed, and whatever was missed before is dropped from L1.
                 cache.clear_local();
+                metrics::counter!("cache_listener_subscriptions_total").increment(1);
                 tracing::info!(%channel, "cache invalidation listener subscribed; L1 cleared");
                 backoff = MIN_BACKOFF;
                 match listen(&cache, sink, stream, connect_timeout, &token).await {
@@ -119,7 +120,9 @@ async fn listen(
                 cache.record_entries();
                 let answered = tokio::select! {
                     () = token.cancelled() => return Stop::Cancelled,
-                    result = tokio::time::timeout(ping_timeout, sink.ping::<String>()) => result,
+                    // A subscribed connection answers PING with ["pong", ""], not "PONG":
+                    // any reply proves the connection alive.
+                    result = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()) => result,
                 };
                 match answered {
                     Ok(Ok(_)) => {}

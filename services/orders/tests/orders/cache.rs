@@ -559,3 +559,28 @@ async fn a_subscribed_listener_ends_at_shutdown_and_leaves_no_task_behind(db: Pg
     })
     .await;
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_healthy_listener_keeps_its_subscription_across_keepalive_pings(db: PgPool) {
+    // Regression: a subscribed connection answers PING with ["pong", ""]; reading it as
+    // a string made the listener reconnect, and clear L1, every five seconds.
+    let app = spawn_subscribed(&db, cache_config()).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let subscriptions = metrics
+        .lines()
+        .find(|l| l.starts_with("cache_listener_subscriptions_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or("missing")
+        .to_owned();
+    assert_eq!(subscriptions, "1", "{metrics}");
+    app.shutdown().await;
+}
