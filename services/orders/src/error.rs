@@ -184,6 +184,22 @@ pub fn problem_response(status: StatusCode, body: Value) -> Response {
     response
 }
 
+impl ApiError {
+    /// This error's problem+json body, with its extension members (`product_ids`).
+    pub fn problem(&self) -> Value {
+        let mut body = problem_body(
+            self.status_code(),
+            self.slug(),
+            self.title(),
+            &self.detail(),
+        );
+        if let Self::UnknownProduct(ids) | Self::InsufficientStock(ids) = self {
+            body["product_ids"] = json!(ids);
+        }
+        body
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
@@ -195,14 +211,7 @@ impl IntoResponse for ApiError {
                 _ => tracing::error!(error = ?self, "request failed"),
             }
         }
-        let mut body = problem_body(status, self.slug(), self.title(), &self.detail());
-        match &self {
-            Self::UnknownProduct(ids) | Self::InsufficientStock(ids) => {
-                body["product_ids"] = json!(ids);
-            }
-            _ => {}
-        }
-        let mut response = problem_response(status, body);
+        let mut response = problem_response(status, self.problem());
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs().max(1);
             response

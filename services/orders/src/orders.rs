@@ -409,9 +409,7 @@ async fn store_refusal(
     request_hash: &[u8; 32],
     error: ApiError,
 ) -> Result<PlacementResponse, ApiError> {
-    let status = error.status_code();
-    let response = axum::response::IntoResponse::into_response(error);
-    let body = refusal_body(response).await?;
+    let (status, body) = (error.status_code(), error.problem());
     sqlx::query(
         "insert into idempotency_keys (user_id, key, request_hash, response_status, response_body) \
          values ($1, $2, $3, $4, $5)",
@@ -432,13 +430,6 @@ async fn store_refusal(
         order_id: None,
         replayed: false,
     })
-}
-
-async fn refusal_body(response: axum::response::Response) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading a problem body: {e}"))?;
-    Ok(serde_json::from_slice(&bytes).map_err(anyhow::Error::from)?)
 }
 
 #[derive(sqlx::FromRow)]
