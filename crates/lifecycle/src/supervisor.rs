@@ -160,7 +160,7 @@ impl Lifecycle {
         Fut::Output: Send + 'static,
     {
         let name = name.into();
-        let span = tracing::info_span!("task", task = %name);
+        let span = detached_span(tracing::info_span!(parent: None, "task", task = %name));
         let guard = self.registry.track_task(name);
         self.spawn_tracked(
             async move {
@@ -256,7 +256,7 @@ impl Lifecycle {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let registry = Arc::clone(&self.registry);
-        let span = tracing::info_span!("job", job = %name);
+        let span = detached_span(tracing::info_span!(parent: None, "job", job = %name));
         let supervised = async move {
             tracing::debug!("job started");
             // AssertUnwindSafe: after a panic the job's future is never polled again,
@@ -297,4 +297,13 @@ impl Lifecycle {
     {
         self.tracker.spawn(fut)
     }
+}
+
+/// A task's span is a root that only *follows from* the span that spawned it. As a child
+/// it would keep its parent open for the task's whole life (tracing closes a span after
+/// its last child): a pooled connection spawned during a request would hold that
+/// request's span, unexported, until the connection closed.
+fn detached_span(span: tracing::Span) -> tracing::Span {
+    span.follows_from(tracing::Span::current());
+    span
 }

@@ -9,3 +9,4 @@ mod metrics;
 mod periodic;
 mod queue;
 mod shutdown;
+mod spans;
