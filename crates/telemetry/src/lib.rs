@@ -34,6 +34,8 @@ pub mod metrics;
 mod otel;
 pub mod outbox;
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::OnceLock;
 

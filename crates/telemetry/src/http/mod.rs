@@ -67,6 +67,8 @@ pub fn client_span(method: &http::Method, server_address: &str, route: &str) -> 
         server.address = server_address,
         url.template = route,
         http.response.status_code = tracing::field::Empty,
+        // Set by callers that retry: 1 on the first resend, 2 on the second, ...
+        http.request.resend_count = tracing::field::Empty,
     )
 }
 

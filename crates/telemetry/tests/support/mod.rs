@@ -1,5 +1,4 @@
-//! Test harness: an OTLP receiver (HTTP/protobuf or gRPC) decoding the real protobufs,
-//! a captured log writer, and a tiny axum app behind the telemetry layer.
+//! Test harness: OTLP receivers (`shop_telemetry::testing`), a captured log writer, and a tiny axum app behind the telemetry layer.
 //!
 //! Every server runs in a `JoinSet` owned by the harness, so nothing outlives the test.
 
@@ -11,24 +10,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{
-    Json, Router,
-    body::Bytes,
-    extract::{Path, State},
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::{get, post},
-};
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value,
-    trace::v1::Span,
-};
-use prost::Message;
+use axum::{Json, Router, extract::Path, http::StatusCode, routing::get};
 use serde_json::{Value, json};
+#[allow(unused_imports)] // Re-exported for the tests that need them.
+pub use shop_telemetry::testing::{Exported, OtlpReceiver, Store, hex, names};
 use tokio::{net::TcpListener, task::JoinSet};
 use tracing::Instrument;
 
@@ -43,151 +28,32 @@ pub fn traceparent(sampled: bool) -> String {
     )
 }
 
-/// One exported span with the `service.name` of its resource.
-#[derive(Clone, Debug)]
-pub struct Exported {
-    pub service: String,
-    pub span: Span,
-}
-
-impl Exported {
-    pub fn trace_id(&self) -> String {
-        hex(&self.span.trace_id)
-    }
-    pub fn span_id(&self) -> String {
-        hex(&self.span.span_id)
-    }
-    pub fn parent_span_id(&self) -> String {
-        hex(&self.span.parent_span_id)
-    }
-    /// A string, int or bool attribute, rendered as a string.
-    pub fn attr(&self, key: &str) -> Option<String> {
-        self.span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                any_value::Value::StringValue(s) => Some(s.clone()),
-                any_value::Value::IntValue(i) => Some(i.to_string()),
-                any_value::Value::BoolValue(b) => Some(b.to_string()),
-                other => Some(format!("{other:?}")),
-            })
-    }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[derive(Clone, Default, Debug)]
-pub struct Store(Arc<Mutex<Vec<Exported>>>);
-
-impl Store {
-    fn push(&self, request: ExportTraceServiceRequest) {
-        let mut spans = self.0.lock().expect("store lock");
-        for resource_spans in request.resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| r.attributes.iter())
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for scope_spans in resource_spans.scope_spans {
-                for span in scope_spans.spans {
-                    spans.push(Exported {
-                        service: service.clone(),
-                        span,
-                    });
-                }
-            }
-        }
-    }
-
-    pub fn spans(&self) -> Vec<Exported> {
-        self.0.lock().expect("store lock").clone()
-    }
-
-    pub fn named(&self, name: &str) -> Exported {
-        let spans = self.spans();
-        spans
-            .iter()
-            .find(|s| s.span.name == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no span named {name:?} among {:?}", names(&spans)))
-    }
-}
-
-pub fn names(spans: &[Exported]) -> Vec<&str> {
-    spans.iter().map(|s| s.span.name.as_str()).collect()
-}
-
 /// Keeps the servers of one test alive.
 #[derive(Debug, Default)]
 pub struct Harness {
     pub tasks: JoinSet<()>,
+    receivers: Vec<OtlpReceiver>,
 }
 
 impl Harness {
     /// An OTLP/HTTP receiver; returns its traces URL (`.../v1/traces`) and its store.
     pub async fn http_receiver(&mut self) -> (String, Store) {
-        async fn traces(State(store): State<Store>, body: Bytes) -> impl IntoResponse {
-            match ExportTraceServiceRequest::decode(body) {
-                Ok(request) => {
-                    store.push(request);
-                    let body = ExportTraceServiceResponse::default().encode_to_vec();
-                    (
-                        StatusCode::OK,
-                        [(header::CONTENT_TYPE, "application/x-protobuf")],
-                        body,
-                    )
-                }
-                Err(_) => (
-                    StatusCode::BAD_REQUEST,
-                    [(header::CONTENT_TYPE, "text/plain")],
-                    b"not an ExportTraceServiceRequest".to_vec(),
-                ),
-            }
-        }
-        let store = Store::default();
-        let app = Router::new()
-            .route("/v1/traces", post(traces))
-            .with_state(store.clone());
-        let addr = self.serve(app).await;
-        (format!("http://{addr}/v1/traces"), store)
+        self.keep(OtlpReceiver::http().await, OtlpReceiver::traces_url)
     }
 
     /// An OTLP/gRPC receiver (tonic `TraceService`); returns its endpoint and store.
     pub async fn grpc_receiver(&mut self) -> (String, Store) {
-        #[derive(Debug)]
-        struct Receiver(Store);
+        self.keep(OtlpReceiver::grpc().await, OtlpReceiver::base_url)
+    }
 
-        #[tonic::async_trait]
-        impl TraceService for Receiver {
-            async fn export(
-                &self,
-                request: tonic::Request<ExportTraceServiceRequest>,
-            ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-                self.0.push(request.into_inner());
-                Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-            }
-        }
-
-        let store = Store::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let service = TraceServiceServer::new(Receiver(store.clone()));
-        self.tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-                .expect("grpc receiver");
-        });
-        (format!("http://{addr}"), store)
+    fn keep(
+        &mut self,
+        receiver: OtlpReceiver,
+        url: fn(&OtlpReceiver) -> String,
+    ) -> (String, Store) {
+        let found = (url(&receiver), receiver.store().clone());
+        self.receivers.push(receiver);
+        found
     }
 
     /// Serves `app` on 127.0.0.1:0.
