@@ -192,6 +192,9 @@ pub struct Config {
     /// Time given to in-flight requests and jobs at shutdown, in ms.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10000)]
     pub shutdown_timeout_ms: u64,
+    /// How often runtime, job and pool metrics are sampled (same variable as orders').
+    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub metrics_sample_interval: std::time::Duration,
 }
 
 impl fmt::Debug for Config {

@@ -14,8 +14,6 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::middleware::request_context::TraceId;
-
 /// Everything that can go wrong in a request, as the client will see it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -96,7 +94,7 @@ impl ApiError {
     }
 
     /// Renders the problem document; `trace_id` is the request's, when known.
-    pub fn into_problem(self, trace_id: Option<&TraceId>) -> Response {
+    pub fn into_problem(self, trace_id: Option<&str>) -> Response {
         let status = self.status_code();
         let detail = if status.is_server_error() {
             // The cause stays in the logs; the client gets the generic message.
@@ -117,10 +115,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The request-context middleware runs every handler and inner middleware inside
-        // a task-local scope holding the request's trace id.
-        let trace_id = crate::middleware::request_context::current_trace_id();
-        self.into_problem(trace_id.as_ref())
+        // The telemetry layer runs every handler and inner middleware inside the
+        // request's span, whose trace id is the one the client sees in `x-trace-id`.
+        let trace_id = shop_telemetry::current_trace_id();
+        self.into_problem(trace_id.as_deref())
     }
 }
 
@@ -129,7 +127,7 @@ pub fn problem_response(
     status: StatusCode,
     slug: &str,
     detail: &str,
-    trace_id: Option<&TraceId>,
+    trace_id: Option<&str>,
     retry_after: Option<Duration>,
 ) -> Response {
     let body = json!({
@@ -137,7 +135,7 @@ pub fn problem_response(
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
-        "trace_id": trace_id.map(|t| t.as_str()),
+        "trace_id": trace_id,
     });
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();

@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
             !shop_gateway::startup::healthcheck(&cli.config).await,
         ));
     }
-    let _telemetry = shop_telemetry::init("gateway")?;
+    let telemetry = shop_telemetry::init("gateway")?;
     shop_telemetry::metrics::install();
     let lifecycle = Lifecycle::new();
     let app = Application::build(cli.config, lifecycle.clone()).await?;
@@ -25,5 +25,8 @@ async fn main() -> anyhow::Result<()> {
             () = token.cancelled() => {}
         }
     });
-    app.run_until_stopped().await
+    let result = app.run_until_stopped().await;
+    // Last: the spans of the final requests and the shutdown's own log lines leave now.
+    telemetry.shutdown();
+    result
 }

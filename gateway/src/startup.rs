@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use axum::{
     Router,
     http::{HeaderValue, Method, Request},
-    middleware::{from_fn, from_fn_with_state},
+    middleware::from_fn_with_state,
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -32,7 +32,6 @@ use crate::{
         client_ip::{ClientIp, PeerAddr, TrustedProxies},
         load_shed::LoadShedLayer,
         rate_limit::{Policies, RateLimitLayer, RateLimiter},
-        request_context::request_context,
     },
     proxy::Upstream,
     routes,
@@ -192,6 +191,25 @@ impl Application {
             },
         );
 
+        // What reveals a leak before it is an outage: tasks, jobs, pools.
+        let sampled = state.clone();
+        lifecycle.spawn_periodic(
+            "metrics_sampler",
+            PeriodicConfig::new(
+                sampled
+                    .config
+                    .metrics_sample_interval
+                    .max(Duration::from_millis(100)),
+            ),
+            move |_token| {
+                let state = sampled.clone();
+                async move {
+                    sample_metrics(&state);
+                    Ok(())
+                }
+            },
+        );
+
         let router = router(state.clone())?;
         let listener = TcpListener::bind(state.config.addr)
             .await
@@ -290,10 +308,9 @@ impl Application {
 }
 
 /// The whole router with its middleware, outermost first:
-/// request context (ids, span) → CORS → load shedding → body read timeout →
+/// telemetry (request span from the client's `traceparent`, `x-request-id`,
+/// `x-trace-id`, RED metrics) → CORS → load shedding → body read timeout →
 /// identification → [rate limiting → /v1 routes] | unlimited routes.
-///
-/// A future tracing layer (OTLP) goes outside `request_context`.
 pub fn router(state: AppState) -> anyhow::Result<Router> {
     let config = Arc::clone(&state.config);
     let limited = Router::new()
@@ -317,7 +334,23 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     if let Some(cors) = cors(&config.cors_allowed_origins)? {
         app = app.layer(cors);
     }
-    Ok(app.layer(from_fn(request_context)).with_state(state))
+    // `Router::layer`, not a wrapper around the finished service: axum has put the
+    // `MatchedPath` in the request by then, so spans and metrics name the route.
+    Ok(app.layer(shop_telemetry::http::layer()).with_state(state))
+}
+
+/// One sample of the gauges no request updates: runtime and jobs (shared with every
+/// service), and the gateway's own Postgres pool (logins only).
+fn sample_metrics(state: &AppState) {
+    state.lifecycle.record_metrics();
+    shop_telemetry::runtime::sample();
+    let size = state.db.size();
+    let idle = u32::try_from(state.db.num_idle()).unwrap_or(u32::MAX);
+    metrics::gauge!("db_pool_max_connections")
+        .set(f64::from(state.config.database_max_connections));
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("db_pool_connections", "state" => "in_use")
+        .set(f64::from(size.saturating_sub(idle)));
 }
 
 /// `gateway healthcheck`: GET our own /healthz; true if it answers 200.

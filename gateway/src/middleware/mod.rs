@@ -6,4 +6,3 @@ pub mod authenticate;
 pub mod client_ip;
 pub mod load_shed;
 pub mod rate_limit;
-pub mod request_context;

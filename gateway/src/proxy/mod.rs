@@ -2,8 +2,11 @@
 //!
 //! One request through [`Upstream::forward`]:
 //! - headers: hop-by-hop headers stripped (both ways); `X-Forwarded-For` /
-//!   `-Proto` set; `x-request-id` and a `traceparent` (this trace, a new span id)
-//!   sent; `x-timeout-ms` carries the remaining budget so orders can give up early.
+//!   `-Proto` set; `x-request-id` passed on (the telemetry layer put the id the client
+//!   will see into the request headers); each attempt runs in its own client span whose
+//!   context is injected (`traceparent`, `tracestate`, `baggage`), so orders' spans are
+//!   its children; `x-timeout-ms` carries the remaining budget so orders can give up
+//!   early.
 //! - deadline: the whole exchange, retries included, must finish before the route's
 //!   deadline; otherwise 504.
 //! - retries: only GET/HEAD, or POST with an `Idempotency-Key`; only on connect
@@ -37,7 +40,9 @@ use tower::retry::budget::{Budget as _, TpsBudget};
 
 pub use breaker::{BreakerConfig, CircuitBreaker};
 
-use crate::{config::Config, error::ApiError, middleware::request_context::TraceId};
+use tracing::Instrument as _;
+
+use crate::{config::Config, error::ApiError};
 
 static X_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -100,8 +105,8 @@ pub struct Forwarding<'a> {
     /// The socket peer (a client, or a trusted proxy in front of the gateway).
     pub peer: std::net::IpAddr,
     pub peer_is_trusted_proxy: bool,
-    pub request_id: &'a HeaderValue,
-    pub trace_id: &'a TraceId,
+    /// The gateway route that matched (`/v1/orders/{*rest}`), for the client span name.
+    pub route: &'a str,
     pub deadline: Duration,
 }
 
@@ -186,6 +191,11 @@ impl Upstream {
         )
     }
 
+    /// The upstream's `host:port`, the client span's `server.address`.
+    fn host(&self) -> &str {
+        self.base.authority().map_or("", |a| a.as_str())
+    }
+
     fn uri(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = Some(path_and_query.parse()?);
@@ -224,15 +234,11 @@ impl Upstream {
         if !(fwd.peer_is_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO)) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
-        headers.insert(
-            crate::middleware::request_context::X_REQUEST_ID.clone(),
-            fwd.request_id.clone(),
-        );
-        headers.insert(
-            crate::middleware::request_context::TRACEPARENT.clone(),
-            HeaderValue::from_str(&fwd.trace_id.child_traceparent())
-                .expect("a traceparent is a valid header value"),
-        );
+        // A client's own trace headers were extracted by the telemetry layer; what goes
+        // upstream is injected per attempt below, from that attempt's client span.
+        for name in ["traceparent", "tracestate", "baggage"] {
+            headers.remove(name);
+        }
 
         let retryable = matches!(method, Method::GET | Method::HEAD)
             || (method == Method::POST && headers.contains_key(&IDEMPOTENCY_KEY));
@@ -263,10 +269,26 @@ impl Upstream {
                 ),
             );
 
+            let span = shop_telemetry::http::client_span(&method, self.host(), fwd.route);
+            if attempt > 1 {
+                span.record("http.request.resend_count", attempt - 1);
+            }
+            shop_telemetry::http::inject_context_from(&span, request.headers_mut());
+
             let sent = Instant::now();
-            let outcome = tokio::time::timeout(remaining, self.client.request(request)).await;
+            let outcome = tokio::time::timeout(remaining, self.client.request(request))
+                .instrument(span.clone())
+                .await;
             metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => self.name)
                 .record(sent.elapsed().as_secs_f64());
+            match &outcome {
+                Ok(Ok(response)) => {
+                    shop_telemetry::http::record_client_status(&span, response.status());
+                }
+                Ok(Err(_)) | Err(_) => {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
 
             // What went wrong, if anything, and whether it may be retried.
             let failure = match outcome {

@@ -12,11 +12,7 @@ use axum::{
 
 use crate::{
     error::ApiError,
-    middleware::{
-        authenticate::Identity,
-        client_ip::PeerAddr,
-        request_context::{RequestContext, TraceId},
-    },
+    middleware::{authenticate::Identity, client_ip::PeerAddr},
     proxy::Forwarding,
     state::AppState,
 };
@@ -64,12 +60,11 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
         }
     })?;
 
-    let context = parts.extensions.get::<RequestContext>().cloned();
-    let fallback_trace = TraceId::random();
-    let (request_id, trace_id) = match &context {
-        Some(c) => (c.request_id.clone(), &c.trace_id),
-        None => (axum::http::HeaderValue::from_static("-"), &fallback_trace),
-    };
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
     let peer = parts
         .extensions
         .get::<PeerAddr>()
@@ -89,8 +84,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
             Forwarding {
                 peer,
                 peer_is_trusted_proxy: state.trusted_proxies.is_trusted(peer),
-                request_id: &request_id,
-                trace_id,
+                route: &route,
                 deadline,
             },
         )

@@ -2,7 +2,6 @@
 //! to this test binary), the gateway in-process, one database per test.
 
 use std::{
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -20,37 +19,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{
-    ChildGuard, TestGateway, database_url, free_port, sibling_binary, spawn_gateway, test_config,
-    wait_for_port,
-};
-
-/// Seeds the test database with `orders seed` and starts `orders serve`.
-fn spawn_orders(pool: &PgPool) -> (String, ChildGuard) {
-    let orders = sibling_binary("orders");
-    let database = database_url(pool);
-    let status = Command::new(&orders)
-        .args(["seed", "--products", "3", "--users", "2"])
-        .env("DATABASE_URL", &database)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("orders seed runs");
-    assert!(status.success(), "orders seed failed");
-    let port = free_port();
-    let child = Command::new(&orders)
-        .arg("serve")
-        .env("DATABASE_URL", &database)
-        .env("ORDERS_ADDR", format!("127.0.0.1:{port}"))
-        .env("ORDERS_MIGRATE_ON_START", "false")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("orders starts");
-    let guard = ChildGuard(Some(child));
-    wait_for_port(port);
-    (format!("http://127.0.0.1:{port}"), guard)
-}
+use crate::helpers::{TestGateway, spawn_gateway, spawn_orders, test_config};
 
 async fn login(gateway: &TestGateway, email: &str, password: &str) -> String {
     let response = gateway
@@ -76,7 +45,7 @@ async fn first_product(pool: &PgPool) -> Uuid {
 async fn a_seeded_user_logs_in_and_places_an_order_through_the_gateway_and_orders_accepts_the_token(
     pool: PgPool,
 ) {
-    let (orders, _orders_process) = spawn_orders(&pool);
+    let (orders, _orders_process) = spawn_orders(&pool, &[]);
     let gateway = spawn_gateway(test_config(&pool, &orders)).await;
     let token = login(&gateway, "user1@shop.test", "password1").await;
     let product = first_product(&pool).await;
@@ -165,7 +134,7 @@ async fn lossy(
 async fn a_post_with_an_idempotency_key_retried_after_a_lost_answer_creates_exactly_one_order(
     pool: PgPool,
 ) {
-    let (orders, _orders_process) = spawn_orders(&pool);
+    let (orders, _orders_process) = spawn_orders(&pool, &[]);
     let proxy = LossyProxy {
         orders,
         client: reqwest::Client::new(),

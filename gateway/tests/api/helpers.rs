@@ -81,7 +81,19 @@ pub fn test_config(pool: &PgPool, orders_url: &str) -> Config {
     config
 }
 
+/// Telemetry as `main` installs it (no exporter; logs discarded), once per test
+/// process: the request span, `x-trace-id` and problem `trace_id`s need it.
+pub fn init_telemetry() {
+    static GUARD: std::sync::OnceLock<Option<shop_telemetry::TelemetryGuard>> =
+        std::sync::OnceLock::new();
+    GUARD.get_or_init(|| {
+        let config = shop_telemetry::Config::from_lookup("gateway-test", |_| None);
+        shop_telemetry::init_with(config, std::io::sink()).ok()
+    });
+}
+
 pub async fn spawn_gateway(config: Config) -> TestGateway {
+    init_telemetry();
     let lifecycle = Lifecycle::new();
     let app = Application::build(config, lifecycle.clone())
         .await
@@ -265,6 +277,103 @@ pub fn wait_for_port(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("nothing listens on port {port} after 10 s");
+}
+
+/// Seeds the test database with `orders seed` (3 products, users `user1`/`user2`) and
+/// starts the real `orders serve` process; `env` adds to (or overrides) its environment.
+/// Its stdout (the log) goes to `log` if given, else nowhere.
+pub fn spawn_orders(pool: &PgPool, env: &[(&str, &str)]) -> (String, ChildGuard) {
+    spawn_orders_logging(pool, env, Stdio::null())
+}
+
+/// [`spawn_orders`], with the process's stdout sent to `log`.
+pub fn spawn_orders_logging(
+    pool: &PgPool,
+    env: &[(&str, &str)],
+    log: impl Into<Stdio>,
+) -> (String, ChildGuard) {
+    let orders = sibling_binary("orders");
+    let database = database_url(pool);
+    let status = Command::new(&orders)
+        .args(["seed", "--products", "3", "--users", "2"])
+        .env("DATABASE_URL", &database)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .expect("orders seed runs");
+    assert!(status.success(), "orders seed failed");
+    let port = free_port();
+    let child = Command::new(&orders)
+        .arg("serve")
+        .env("DATABASE_URL", &database)
+        .env("ORDERS_ADDR", format!("127.0.0.1:{port}"))
+        .env("ORDERS_MIGRATE_ON_START", "false")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(log)
+        .spawn()
+        .expect("orders starts");
+    let guard = ChildGuard(Some(child));
+    wait_for_port(port);
+    (format!("http://127.0.0.1:{port}"), guard)
+}
+
+/// Starts the real `gateway` binary against `orders_url` and this test's database, with
+/// high rate limits and its own Redis prefix; `env` adds to (or overrides) that, and
+/// stdout (the log) goes to `log`. Returns its port.
+pub fn spawn_gateway_process(
+    pool: &PgPool,
+    orders_url: &str,
+    env: &[(&str, &str)],
+    log: impl Into<Stdio>,
+) -> (u16, ChildGuard) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("ORDERS_URL", orders_url)
+        .env("DATABASE_URL", database_url(pool))
+        .env(
+            "RATE_LIMIT_REDIS_PREFIX",
+            format!("test:{}:", Uuid::new_v4()),
+        )
+        .env("RATE_LIMIT_DEFAULT", "10000/s")
+        .env("RATE_LIMIT_LOGIN", "1000/s")
+        .env("RATE_LIMIT_ORDERS", "1000/s")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(log)
+        .spawn()
+        .expect("the gateway binary starts");
+    let guard = ChildGuard(Some(child));
+    wait_for_port(port);
+    (port, guard)
+}
+
+/// Sends SIGTERM to process `pid`.
+pub fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Sends SIGTERM to `child` and waits (up to 30 s, without blocking the runtime: the
+/// test's own servers may need it meanwhile) for it to exit; true if it exited 0.
+pub async fn terminate(child: &mut ChildGuard) -> bool {
+    sigterm(child.pid());
+    let mut process = child.0.take().unwrap();
+    for _ in 0..600 {
+        if let Some(status) = process.try_wait().unwrap() {
+            return status.success();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = process.kill();
+    panic!(
+        "process {} did not exit within 30 s of SIGTERM",
+        process.id()
+    );
 }
 
 /// Path of a binary built by cargo next to this test binary (`target/<profile>/<name>`).

@@ -9,3 +9,4 @@ mod proxy;
 mod rate_limit;
 mod server;
 mod shutdown;
+mod trace;

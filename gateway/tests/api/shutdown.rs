@@ -1,33 +1,17 @@
 //! Shutdown: SIGTERM drains in-flight requests, then the process exits 0.
 
-use std::{process::Command, sync::atomic::Ordering, time::Duration};
+use std::{process::Stdio, sync::atomic::Ordering, time::Duration};
 
 use sqlx::PgPool;
 
-use crate::helpers::{
-    ChildGuard, database_url, free_port, spawn_gateway, spawn_stub, test_config, wait_for_port,
-};
+use crate::helpers::{sigterm, spawn_gateway, spawn_gateway_process, spawn_stub, test_config};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn sigterm_under_traffic_drains_in_flight_requests_and_exits_0(pool: PgPool) {
     let lifecycle = shop_lifecycle::Lifecycle::new();
     let (orders, stub) = spawn_stub(&lifecycle).await;
     stub.delay_ms.store(1000, Ordering::SeqCst);
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-        .env("ORDERS_URL", &orders)
-        .env("DATABASE_URL", database_url(&pool))
-        .env(
-            "RATE_LIMIT_REDIS_PREFIX",
-            format!("test:{}:", uuid::Uuid::new_v4()),
-        )
-        .env("RATE_LIMIT_DEFAULT", "10000/s")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("the gateway binary starts");
-    let mut gateway = ChildGuard(Some(child));
-    wait_for_port(port);
+    let (port, mut gateway) = spawn_gateway_process(&pool, &orders, &[], Stdio::null());
 
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/products/00000000-0000-0000-0000-000000000001");
@@ -38,12 +22,7 @@ async fn sigterm_under_traffic_drains_in_flight_requests_and_exits_0(pool: PgPoo
         while stub.hits() < 8 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let pid = gateway.pid();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        sigterm(gateway.pid());
     };
     let (responses, ()) = tokio::join!(requests, terminate);
     for response in responses {
