@@ -29,6 +29,33 @@ pub enum Command {
     Seed(SeedArgs),
     /// Exit 0 when this service answers `GET /healthz` at ORDERS_ADDR, 1 otherwise (for container health checks).
     Healthcheck,
+    /// Start, show or end the live leak demo of the service at ORDERS_ADDR (needs LEAK_DEMO=1 there; docs/leaks.md).
+    LeakDemo(LeakDemoArgs),
+}
+
+/// Options of `orders leak-demo`: a client of `/admin/leak-demo` for images without curl.
+#[derive(Clone, Debug, Args)]
+pub struct LeakDemoArgs {
+    #[command(subcommand)]
+    pub action: LeakDemoAction,
+}
+
+/// What `orders leak-demo` does.
+#[derive(Clone, Debug, Subcommand)]
+pub enum LeakDemoAction {
+    /// Open a window: `POST /admin/leak-demo`.
+    Start {
+        /// The pitfall to switch on.
+        #[arg(long, default_value = "spawn-per-request")]
+        pitfall: String,
+        /// Length of the window (humantime: `90s`, `10m`).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Show the demo's state: `GET /admin/leak-demo`.
+    Status,
+    /// End the open window early: `DELETE /admin/leak-demo`.
+    Stop,
 }
 
 /// Options of `orders seed`.
@@ -219,9 +246,29 @@ pub struct Config {
     #[arg(long, env = "CACHE_STOCK_INVALIDATE_BELOW", default_value_t = 10)]
     pub cache_stock_invalidate_below: i32,
 
-    /// How often runtime, pool and outbox metrics are sampled.
+    /// How often runtime, pool and outbox metrics are sampled (and the leak detector fed).
     #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub metrics_sample_interval: Duration,
+
+    /// Allow the live leak demo (docs/leaks.md): `POST /admin/leak-demo` may switch
+    /// `GET /v1/products/{id}` to a leaky variant for a bounded time. Off: the admin route
+    /// answers 403 and nothing leaky is reachable. Never enable it in production.
+    #[arg(long, env = "LEAK_DEMO", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub leak_demo: bool,
+
+    /// Longest leak demo window `POST /admin/leak-demo` accepts (`duration_secs`).
+    #[arg(long, env = "LEAK_DEMO_MAX_DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub leak_demo_max_duration: Duration,
+
+    /// How long each task leaked by the demo lives (it waits on a stalled sink) before it
+    /// ends on its own: the service is back to its baseline this long after the window.
+    #[arg(long, env = "LEAK_DEMO_TASK_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub leak_demo_task_lifetime: Duration,
+
+    /// Most leaked tasks alive at once; past it requests are served without leaking
+    /// (counted in `shop_leak_demo_tasks_capped_total`), so the demo cannot exhaust memory.
+    #[arg(long, env = "LEAK_DEMO_MAX_TASKS", default_value_t = 100_000)]
+    pub leak_demo_max_tasks: usize,
 }
 
 impl Config {
@@ -265,6 +312,7 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("cache_enabled", &self.cache_enabled)
+            .field("leak_demo", &self.leak_demo)
             .field(
                 "cache_redis_url",
                 &self.cache_redis_url.as_deref().map(redact),
@@ -298,5 +346,14 @@ mod tests {
         assert!(config.database_url.contains("127.0.0.1:5432"));
         assert_eq!(config.events_stream, "shop:events:orders");
         assert_eq!(config.cache_redis_url(), config.redis_url);
+        assert!(!config.leak_demo, "the leak demo is off by default");
+    }
+
+    #[test]
+    fn leak_demo_accepts_1_as_on() {
+        for (value, on) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            let cli = Cli::parse_from(["orders", "--leak-demo", value]);
+            assert_eq!(cli.config.leak_demo, on, "{value}");
+        }
     }
 }

@@ -23,6 +23,10 @@ pub enum ApiError {
     /// 401: no token, or a token that does not verify.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: the request is understood but refused in this configuration (e.g. the leak
+    /// demo without `LEAK_DEMO=1`).
+    #[error("{detail}")]
+    Forbidden { slug: &'static str, detail: String },
     /// 404.
     #[error("{0}")]
     NotFound(&'static str),
@@ -35,6 +39,9 @@ pub enum ApiError {
     /// 409 `request-in-progress`: the same Idempotency-Key is being processed right now.
     #[error("request in progress")]
     RequestInProgress,
+    /// 409 with a stable problem type: the resource is in a state that refuses the request.
+    #[error("{detail}")]
+    Conflict { slug: &'static str, detail: String },
     /// 413.
     #[error("the request body is too large")]
     PayloadTooLarge,
@@ -75,13 +82,32 @@ impl ApiError {
         }
     }
 
+    /// A 403 with a stable problem type.
+    pub fn forbidden(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::Forbidden {
+            slug,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 409 with a stable problem type.
+    pub fn conflict(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict {
+            slug,
+            detail: detail.into(),
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) | Self::UnknownProduct(_) => StatusCode::NOT_FOUND,
-            Self::InsufficientStock(_) | Self::RequestInProgress => StatusCode::CONFLICT,
+            Self::InsufficientStock(_) | Self::RequestInProgress | Self::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -93,7 +119,10 @@ impl ApiError {
 
     fn slug(&self) -> &'static str {
         match self {
-            Self::BadRequest { slug, .. } | Self::Unprocessable { slug, .. } => slug,
+            Self::BadRequest { slug, .. }
+            | Self::Unprocessable { slug, .. }
+            | Self::Forbidden { slug, .. }
+            | Self::Conflict { slug, .. } => slug,
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not-found",
             Self::UnknownProduct(_) => "unknown-product",
@@ -112,10 +141,12 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => "Bad request",
             Self::Unauthorized(_) => "Unauthorized",
+            Self::Forbidden { .. } => "Forbidden",
             Self::NotFound(_) => "Not found",
             Self::UnknownProduct(_) => "Unknown product",
             Self::InsufficientStock(_) => "Insufficient stock",
             Self::RequestInProgress => "Request in progress",
+            Self::Conflict { .. } => "Conflict",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::Unprocessable { .. } => "Invalid request",

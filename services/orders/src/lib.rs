@@ -14,6 +14,9 @@ pub mod events;
 pub mod extract;
 pub mod healthcheck;
 pub mod jobs;
+pub mod leak_alarm;
+pub mod leak_demo;
+pub mod leak_demo_command;
 pub mod orders;
 pub mod routes;
 pub mod seed;
@@ -27,7 +30,10 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
-use crate::{cache::ProductCache, catalog::ProductRepository, orders::OrderRepository};
+use crate::{
+    cache::ProductCache, catalog::ProductRepository, leak_alarm::LeakAlarm, leak_demo::LeakDemo,
+    orders::OrderRepository,
+};
 
 /// The development public key, used when `AUTH_PUBLIC_KEY_FILE` is not set.
 const DEV_PUBLIC_KEY: &str = include_str!("../../../deploy/dev-keys/public.pem");
@@ -46,6 +52,10 @@ pub struct AppState {
     pub orders: OrderRepository,
     /// Owns every background job; its shutdown stops them all.
     pub lifecycle: Lifecycle,
+    /// The leak detector fed by the metrics sampler, and the API requests in flight.
+    pub leak_alarm: LeakAlarm,
+    /// The live leak demo: refused unless `LEAK_DEMO=1` (docs/leaks.md).
+    pub leak_demo: LeakDemo,
 }
 
 /// Loads the token verifier from `AUTH_PUBLIC_KEY_FILE`, or the development key.
@@ -93,6 +103,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let products = ProductRepository::new(db.clone());
+        let leak_demo = LeakDemo::new(&config);
         let state = AppState {
             cache: ProductCache::new(&config, products.clone())?,
             products,
@@ -102,6 +113,8 @@ impl Application {
             redis,
             verifier: Arc::new(verifier),
             lifecycle: Lifecycle::new(),
+            leak_alarm: LeakAlarm::new(),
+            leak_demo,
         };
         jobs::start(&state);
         Ok(Self { listener, state })
@@ -163,6 +176,14 @@ impl Application {
             .lifecycle
             .shutdown(state.config.shutdown_jobs_timeout)
             .await;
+        if state.leak_demo.tasks_alive() > 0 {
+            // Not tracked, so not waited for: that is the leak the demo shows.
+            tracing::warn!(
+                tasks = state.leak_demo.tasks_alive(),
+                "leak demo tasks still alive at shutdown; nothing owns them, so they end \
+                 only when the runtime is dropped"
+            );
+        }
         state.db.close().await;
         state.redis.close();
         state.cache.close();

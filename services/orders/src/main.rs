@@ -26,7 +26,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => shop_orders::db::migrate(&config.database_url).await,
         Command::Seed(args) => shop_orders::seed::run(&config, &args).await,
         Command::Healthcheck => shop_orders::healthcheck::probe(config.addr).await,
+        Command::LeakDemo(args) => shop_orders::leak_demo_command::run(config.addr, &args.action)
+            .await
+            .map(|body| print_output(&body)),
     };
     telemetry.shutdown();
     result
+}
+
+/// A subcommand's answer (the `/admin/leak-demo` state as one JSON line), on stdout.
+#[allow(clippy::print_stdout)] // the command's output is its purpose
+fn print_output(body: &str) {
+    println!("{body}");
 }

@@ -1,5 +1,5 @@
 //! Samples what reveals a leak before it is an outage: runtime and job state, pool
-//! usage, and the outbox backlog.
+//! usage, and the outbox backlog; and feeds the leak alarm (`crate::leak_alarm`).
 
 use crate::AppState;
 
@@ -21,6 +21,11 @@ pub async fn run(state: AppState) -> anyhow::Result<()> {
     metrics::gauge!("redis_pool_connections", "state" => "in_use")
         .set(redis.size.saturating_sub(redis.available) as f64);
     metrics::gauge!("redis_pool_waiters").set(redis.waiting as f64);
+
+    // Before the query below, so that a failing database does not blind the alarm.
+    state
+        .leak_alarm
+        .observe(shop_lifecycle::alive_tasks(), redis.waiting);
 
     let (backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
         "select count(*), extract(epoch from now() - min(created_at))::float8 \

@@ -66,10 +66,15 @@ async fn list_products(
 }
 
 /// Through the product cache (docs/cache.md): `stock` may be stale within its bound.
+///
+/// The leak demo's live path: while a window is open (only possible with
+/// `LEAK_DEMO=1`), each call leaves a detached task behind (`crate::leak_demo`);
+/// otherwise `on_product_view` is one atomic load.
 async fn get_product(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> Result<Json<Product>, ApiError> {
+    state.leak_demo.on_product_view(id);
     state
         .cache
         .get(id)

@@ -2,8 +2,10 @@
 //!
 //! Layers, outermost first: telemetry (trace context in and out, `x-trace-id`,
 //! `x-request-id`, RED metrics), load shedding (in-flight cap → 503 at once), the request
-//! deadline (→ 504), the body limit (→ 413).
+//! deadline (→ 504), the body limit (→ 413). The `/v1` routes are also counted as in
+//! flight for the leak alarm (`crate::leak_alarm`).
 
+mod admin;
 mod catalog;
 mod debug;
 mod health;
@@ -31,12 +33,17 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::router())
         .merge(orders::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), deadline));
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_in_flight,
+        ));
 
     Router::new()
         .merge(api)
         .merge(health::router())
         .merge(debug::router())
+        .merge(admin::router())
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
@@ -68,6 +75,12 @@ async fn shed_error(error: tower::BoxError) -> Response {
     } else {
         ApiError::Internal(anyhow::anyhow!("unhandled middleware error: {error}")).into_response()
     }
+}
+
+/// Counts the request as API traffic for the leak alarm until it ends (or is dropped).
+async fn count_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let _in_flight = state.leak_alarm.enter();
+    next.run(request).await
 }
 
 /// Runs the request under its deadline: the service's own limit, lowered by the

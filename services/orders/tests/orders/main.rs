@@ -5,6 +5,7 @@ mod harness;
 
 mod cache;
 mod idempotency;
+mod leak_demo;
 mod lifecycle;
 mod outbox;
 mod overload;
