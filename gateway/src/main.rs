@@ -4,6 +4,11 @@ use clap::Parser as _;
 use shop_gateway::{Application, Cli, Command};
 use shop_lifecycle::Lifecycle;
 
+// mimalloc: glibc malloc's arena locks and consolidation took about a fifth of a proxied
+// request's CPU (bench/gateway/run.sh; docs/gateway.md, "Performance").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

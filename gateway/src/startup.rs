@@ -35,7 +35,7 @@ use crate::{
     },
     proxy::Upstream,
     routes,
-    state::AppState,
+    state::{AppState, Shared},
 };
 
 const DEV_PRIVATE_KEY: &str = include_str!("../../deploy/dev-keys/private.pem");
@@ -152,30 +152,17 @@ impl Application {
         let trusted_proxies =
             TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?;
 
-        // A dummy hash with the default argon2id parameters, for unknown emails.
-        let dummy_hash: Arc<str> = lifecycle
-            .spawn_blocking(|| {
-                use argon2::PasswordHasher as _;
-                argon2::Argon2::default()
-                    .hash_password(b"not a real password")
-                    .map(|h| h.to_string())
-            })
-            .await?
-            .map_err(|e| anyhow::anyhow!("hashing the dummy password: {e}"))?
-            .into();
-
-        let state = AppState {
+        let state = AppState::new(Shared {
             orders: Upstream::from_config("orders", &config, &lifecycle)?,
             db,
             signer,
             verifier,
             hash_permits: Arc::new(Semaphore::new(config.auth_max_concurrent_hashes.max(1))),
-            dummy_hash,
             limiter: limiter.clone(),
             trusted_proxies: Arc::new(trusted_proxies),
             lifecycle: lifecycle.clone(),
             config: Arc::new(config),
-        };
+        });
 
         // Idle clients are forgotten once a minute, so the limiter's memory follows the
         // number of recent clients, not every client ever seen.

@@ -1,6 +1,7 @@
-//! [`AppState`]: everything a request needs, cheap to clone.
+//! [`AppState`]: everything a request needs, cheap to clone (one reference count: axum
+//! clones the state for every extractor and middleware of every request).
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use shop_auth::{TokenSigner, TokenVerifier};
 use shop_lifecycle::Lifecycle;
@@ -13,7 +14,25 @@ use crate::{
 };
 
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     /// Reads `users` (the gateway owns that table). Bounded, with an acquire timeout.
     pub db: PgPool,
@@ -22,8 +41,6 @@ pub struct AppState {
     /// Bounds concurrent password checks (argon2id is CPU-heavy): `try_acquire`, and a
     /// 503 when none is free, so a login flood never queues without bound.
     pub hash_permits: Arc<Semaphore>,
-    /// A hash checked when the email is unknown, so that both failures cost the same.
-    pub dummy_hash: Arc<str>,
     pub orders: Upstream,
     pub limiter: RateLimiter,
     pub trusted_proxies: Arc<TrustedProxies>,

@@ -140,10 +140,12 @@ fn read(path: &Path) -> Result<String, AuthError> {
 }
 
 /// Verifies tokens against a set of public keys (several during a key rotation).
+///
+/// Cheap to clone (two reference counts): middleware clones it for every request.
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
-    keys: Vec<PublicKey>,
-    validation: Validation,
+    keys: std::sync::Arc<[PublicKey]>,
+    validation: std::sync::Arc<Validation>,
 }
 
 impl TokenVerifier {
@@ -160,7 +162,10 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY.as_secs();
-        Ok(Self { keys, validation })
+        Ok(Self {
+            keys: keys.into(),
+            validation: std::sync::Arc::new(validation),
+        })
     }
 
     /// Reads a comma-separated list of PEM files (the `AUTH_PUBLIC_KEY_FILE` format).

@@ -55,6 +55,14 @@ pub struct TokenResponse {
 
 const WRONG_CREDENTIALS: &str = "wrong email or password";
 
+/// Checked when the email is unknown, so that both failures cost the same: an argon2id
+/// hash of a password nobody has, with the default parameters (m=19456 KiB, t=2, p=1)
+/// that real hashes use (`dummy_hash_costs_what_a_real_hash_costs` keeps them equal).
+/// A constant rather than hashed at startup: hashing allocates 19 MiB, which a fresh
+/// gateway would otherwise keep resident while idle.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$PXENQoSOKQTiq/MvI8QPpg$grv4Yq27LnYo7a0YnhGaLzSC3xAgHN6HgcFZuNPManY";
+
 async fn issue_token(
     State(state): State<AppState>,
     AppJson(credentials): AppJson<Credentials>,
@@ -83,7 +91,7 @@ async fn issue_token(
 
     let (user_id, hash) = match user {
         Some((id, hash)) => (Some(id), hash),
-        None => (None, state.dummy_hash.to_string()),
+        None => (None, DUMMY_HASH.to_owned()),
     };
     let password = credentials.password;
     let verified = state
@@ -120,4 +128,21 @@ async fn issue_token(
 
 async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.verifier.jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::{Algorithm, Params, PasswordHash};
+
+    #[test]
+    fn dummy_hash_costs_what_a_real_hash_costs() {
+        let dummy = PasswordHash::new(super::DUMMY_HASH).expect("a PHC string");
+        assert_eq!(dummy.algorithm, Algorithm::Argon2id.ident());
+        let params = Params::try_from(&dummy).expect("argon2 parameters");
+        let default = Params::default();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (default.m_cost(), default.t_cost(), default.p_cost())
+        );
+    }
 }

@@ -6,6 +6,11 @@ use shop_orders::{
     config::{Cli, Command},
 };
 
+// mimalloc: glibc malloc's arena locks and consolidation took about a fifth of a proxied
+// request's CPU (bench/gateway/run.sh; docs/gateway.md, "Performance").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
