@@ -47,6 +47,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 run_wrk() { # name url
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s --latency "$2" > "$WORK/$1.txt"
+  if grep -q 'Non-2xx' "$WORK/$1.txt"; then echo "$1: some requests failed:" >&2; cat "$WORK/$1.txt" >&2; exit 1; fi
   echo "   $1: $(rps "$WORK/$1.txt") req/s, p99 $(awk '/ 99%/ {print $2}' "$WORK/$1.txt")"
 }
 

@@ -48,6 +48,7 @@ sampler=$!
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s bench/orders/place-order.lua "http://127.0.0.1:$PORT" | tee "$work/wrk.txt"
 kill $sampler 2>/dev/null || true
 loaded_rss=$(cat "$work/peak")
+if grep -q 'Non-2xx' "$work/wrk.txt"; then echo "some orders failed (see above)" >&2; exit 1; fi
 orders_rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
 kill -TERM $pid; wait $pid || true
 
