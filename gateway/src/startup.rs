@@ -178,6 +178,7 @@ impl Application {
             },
         );
 
+        register_event_counters("orders");
         // What reveals a leak before it is an outage: tasks, jobs, pools.
         let sampled = state.clone();
         lifecycle.spawn_periodic(
@@ -324,6 +325,19 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     // `Router::layer`, not a wrapper around the finished service: axum has put the
     // `MatchedPath` in the request by then, so spans and metrics name the route.
     Ok(app.layer(shop_telemetry::http::layer()).with_state(state))
+}
+
+/// Counters of rare events start at 0, so that dashboards and alerts see a series (a
+/// `rate()` of a missing series is empty, not 0) before the first shed or retry.
+fn register_event_counters(upstream: &'static str) {
+    metrics::counter!("gateway_requests_shed_total").absolute(0);
+    metrics::counter!("gateway_login_shed_total").absolute(0);
+    for reason in ["connect", "status"] {
+        metrics::counter!("gateway_upstream_retries_total", "upstream" => upstream, "reason" => reason)
+            .absolute(0);
+    }
+    metrics::counter!("gateway_upstream_retry_budget_exhausted_total", "upstream" => upstream)
+        .absolute(0);
 }
 
 /// One sample of the gauges no request updates: runtime and jobs (shared with every

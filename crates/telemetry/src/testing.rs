@@ -244,3 +244,11 @@ impl OtlpReceiver {
         &self.store
     }
 }
+
+/// The metric families of a `/metrics` body, parsed by a real Prometheus text-format
+/// parser; panics (showing the text) if it is not valid exposition format.
+pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let scrape = prom_text_format_parser::Scrape::parse(text)
+        .unwrap_or_else(|e| panic!("not Prometheus text ({e:?}):\n{text}"));
+    scrape.metrics.into_iter().map(|m| m.name).collect()
+}

@@ -60,8 +60,7 @@ const WRONG_CREDENTIALS: &str = "wrong email or password";
 /// that real hashes use (`dummy_hash_costs_what_a_real_hash_costs` keeps them equal).
 /// A constant rather than hashed at startup: hashing allocates 19 MiB, which a fresh
 /// gateway would otherwise keep resident while idle.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$PXENQoSOKQTiq/MvI8QPpg$grv4Yq27LnYo7a0YnhGaLzSC3xAgHN6HgcFZuNPManY";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$PXENQoSOKQTiq/MvI8QPpg$grv4Yq27LnYo7a0YnhGaLzSC3xAgHN6HgcFZuNPManY";
 
 async fn issue_token(
     State(state): State<AppState>,

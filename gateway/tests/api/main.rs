@@ -5,6 +5,7 @@
 mod auth;
 mod e2e;
 mod helpers;
+mod metrics;
 mod proxy;
 mod rate_limit;
 mod server;

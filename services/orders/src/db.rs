@@ -54,3 +54,13 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     pool.close().await;
     Ok(())
 }
+
+/// Starts a transaction, recording how long it waited: `db_pool_acquire_duration_seconds`
+/// (the wait for a pooled connection, plus `BEGIN`'s round trip, which sqlx sends on
+/// acquiring). A rising tail is the pool saturating before it times out.
+pub async fn begin(db: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let tx = db.begin().await;
+    metrics::histogram!("db_pool_acquire_duration_seconds").record(started.elapsed().as_secs_f64());
+    tx
+}

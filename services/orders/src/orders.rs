@@ -211,7 +211,9 @@ async fn try_place(
     lines: &[(Uuid, i32)],
     request_hash: &[u8; 32],
 ) -> Result<PlacementResponse, ApiError> {
-    let mut tx = db.begin().instrument(pg_span("BEGIN", "BEGIN")).await?;
+    let mut tx = crate::db::begin(db)
+        .instrument(pg_span("BEGIN", "BEGIN"))
+        .await?;
 
     // One round trip: try the key's lock and read its stored answer. The read's snapshot
     // is taken before the lock is tried, so a request that committed between the two is

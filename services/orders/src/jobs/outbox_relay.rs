@@ -86,7 +86,7 @@ struct OutboxRow {
 
 /// Publishes one batch; returns how many events it published.
 pub async fn relay_batch(state: &AppState) -> anyhow::Result<usize> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = crate::db::begin(&state.db).await?;
     // Polled every OUTBOX_POLL_INTERVAL: only batches that found work are worth a trace.
     let rows = sqlx::query_as::<_, OutboxRow>(
         "select id, aggregate_id, event_type, payload, trace_context from outbox \
