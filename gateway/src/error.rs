@@ -31,6 +31,8 @@ pub enum ApiError {
     NotFound,
     #[error("the request body is too large")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("too many requests: retry after {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
     #[error("the gateway is overloaded")]
@@ -55,6 +57,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::UpstreamUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -75,6 +78,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound => "not-found",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::RequestTimeout => "request-timeout",
             Self::RateLimited { .. } => "rate-limited",
             Self::Overloaded { .. } => "overloaded",
             Self::UpstreamUnavailable { .. } => "upstream-unavailable",

@@ -52,10 +52,12 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
     // Buffered (bounded by the limit) so that an idempotent request can be re-sent.
     let body = axum::body::to_bytes(body, limit).await.map_err(|error| {
         let error = error.into_inner();
-        if error.is::<http_body_util::LengthLimitError>() {
+        if caused_by::<http_body_util::LengthLimitError>(&*error) {
             ApiError::PayloadTooLarge
+        } else if caused_by::<tower_http::timeout::TimeoutError>(&*error) {
+            // BODY_READ_TIMEOUT_MS: a client too slow to send what it announced.
+            ApiError::RequestTimeout
         } else {
-            // Most likely the body read timeout (a slow client).
             ApiError::BadRequest(format!("could not read the request body: {error}"))
         }
     })?;
@@ -90,4 +92,10 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
         )
         .await?;
     Ok(response.map(Body::new))
+}
+
+/// Whether `error` or any error in its `source()` chain is an `E` (body errors arrive
+/// wrapped by each layer the body went through).
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
 }

@@ -285,3 +285,54 @@ async fn during_a_key_rotation_tokens_of_the_old_and_the_new_key_are_both_accept
         assert_eq!(response.status(), 200);
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_login_flood_beyond_the_hashing_permits_gets_503_at_once_and_other_routes_still_answer(
+    pool: PgPool,
+) {
+    let lifecycle = shop_lifecycle::Lifecycle::new();
+    let (orders, _stub) = spawn_stub(&lifecycle).await;
+    create_user(&pool, "flood@shop.test", "s3cret-pass").await;
+    let mut config = test_config(&pool, &orders);
+    config.auth_max_concurrent_hashes = 1;
+    let gateway = spawn_gateway(config).await;
+
+    let logins = (0..8).map(|_| {
+        gateway
+            .client
+            .post(gateway.url("/v1/auth/token"))
+            .json(&json!({ "email": "flood@shop.test", "password": "s3cret-pass" }))
+            .send()
+    });
+    // While the flood is being hashed, a catalog read is served.
+    let read = gateway
+        .client
+        .get(gateway.url("/v1/products/00000000-0000-0000-0000-000000000001"))
+        .send();
+    let (responses, read) = tokio::join!(futures::future::join_all(logins), read);
+    assert_eq!(read.unwrap().status(), 200);
+
+    let mut statuses = Vec::new();
+    for response in responses {
+        let response = response.unwrap();
+        let status = response.status().as_u16();
+        if status == 503 {
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["type"], "/problems/overloaded");
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses.contains(&200),
+        "one login was hashed: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "the rest were refused, not queued: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+}
