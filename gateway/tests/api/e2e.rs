@@ -17,29 +17,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::helpers::{TestGateway, spawn_gateway, spawn_orders, test_config};
-
-async fn login(gateway: &TestGateway, email: &str, password: &str) -> String {
-    let response = gateway
-        .client
-        .post(gateway.url("/v1/auth/token"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "login of {email}");
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn first_product(pool: &PgPool) -> Uuid {
-    sqlx::query_scalar("select id from products order by sku limit 1")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
+use crate::helpers::{first_product, login, spawn_gateway, spawn_orders, test_config};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_seeded_user_logs_in_and_places_an_order_through_the_gateway_and_orders_accepts_the_token(
@@ -47,7 +26,13 @@ async fn a_seeded_user_logs_in_and_places_an_order_through_the_gateway_and_order
 ) {
     let (orders, _orders_process) = spawn_orders(&pool, &[]);
     let gateway = spawn_gateway(test_config(&pool, &orders)).await;
-    let token = login(&gateway, "user1@shop.test", "password1").await;
+    let token = login(
+        &gateway.client,
+        &gateway.url(""),
+        "user1@shop.test",
+        "password1",
+    )
+    .await;
     let product = first_product(&pool).await;
 
     let response = gateway
@@ -154,7 +139,13 @@ async fn a_post_with_an_idempotency_key_retried_after_a_lost_answer_creates_exac
     });
 
     let gateway = spawn_gateway(test_config(&pool, &proxy_url)).await;
-    let token = login(&gateway, "user1@shop.test", "password1").await;
+    let token = login(
+        &gateway.client,
+        &gateway.url(""),
+        "user1@shop.test",
+        "password1",
+    )
+    .await;
     let product = first_product(&pool).await;
 
     let response = gateway

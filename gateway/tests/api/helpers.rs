@@ -115,6 +115,27 @@ pub async fn spawn_gateway(config: Config) -> TestGateway {
     }
 }
 
+/// Logs in at the gateway at `base` (`http://host:port`) and returns the access token.
+pub async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
+    let response = client
+        .post(format!("{base}/v1/auth/token"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "login of {email}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The seeded product with the smallest SKU.
+pub async fn first_product(pool: &PgPool) -> Uuid {
+    sqlx::query_scalar("select id from products order by sku limit 1")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Inserts `email` / `password` (argon2id, default parameters) and returns the id.
 pub async fn create_user(pool: &PgPool, email: &str, password: &str) -> Uuid {
     use argon2::PasswordHasher as _;

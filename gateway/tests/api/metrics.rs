@@ -7,7 +7,7 @@ use serde_json::json;
 use shop_telemetry::testing::metric_names;
 use sqlx::PgPool;
 
-use crate::helpers::{spawn_gateway_process, spawn_orders};
+use crate::helpers::{first_product, login, spawn_gateway_process, spawn_orders};
 
 /// Scrapes `url` until every name in `expected` is present (the sampler runs every
 /// 100 ms), then asserts, naming what is missing.
@@ -57,26 +57,14 @@ async fn both_services_export_red_pool_runtime_job_and_their_own_metrics(pool: P
 
     // A proxied read (cache, pools, upstream), a login (the gateway's pool) and a
     // placement (orders' pool wait, the outbox).
-    let product: uuid::Uuid = sqlx::query_scalar("select id from products limit 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let product = first_product(&pool).await;
     let read = client
         .get(format!("{gateway}/v1/products/{product}"))
         .send()
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
-    let login = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .json(&json!({ "email": "user1@shop.test", "password": "password1" }))
-        .send()
-        .await
-        .unwrap();
-    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = login(&client, &gateway, "user1@shop.test", "password1").await;
     let placed = client
         .post(format!("{gateway}/v1/orders"))
         .bearer_auth(token)

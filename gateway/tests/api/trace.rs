@@ -9,7 +9,9 @@ use shop_telemetry::testing::{Exported, OtlpReceiver, names};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_gateway_process, spawn_orders_logging, terminate};
+use crate::helpers::{
+    first_product, login, spawn_gateway_process, spawn_orders_logging, terminate,
+};
 
 /// The client's own span: `traceparent: 00-{CLIENT_TRACE}-{CLIENT_SPAN}-01`.
 const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -89,27 +91,6 @@ fn descends_from(span: &Exported, ancestor: &Exported, by_id: &HashMap<String, E
     false
 }
 
-async fn login(client: &reqwest::Client, gateway: &str) -> String {
-    let response = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .json(&json!({ "email": "user1@shop.test", "password": "password1" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn first_product(pool: &PgPool) -> Uuid {
-    sqlx::query_scalar("select id from products order by sku limit 1")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn one_trace_runs_from_the_client_through_gateway_orders_postgres_and_the_outbox_publication(
     pool: PgPool,
@@ -123,7 +104,7 @@ async fn one_trace_runs_from_the_client_through_gateway_orders_postgres_and_the_
         spawn_gateway_process(&pool, &orders, &as_refs(&env), gateway_log.stdio());
     let gateway = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let token = login(&client, &gateway).await;
+    let token = login(&client, &gateway, "user1@shop.test", "password1").await;
 
     let response = client
         .post(format!("{gateway}/v1/orders"))
