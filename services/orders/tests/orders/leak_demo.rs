@@ -185,8 +185,10 @@ async fn a_leak_demo_leaks_a_task_per_product_read_raises_the_leak_alarm_and_the
     }
     let n = rounds * PER_ROUND;
     let peak = shop_lifecycle::alive_tasks();
+    // About: the runtime's other tasks (pool connections, the client's keep-alive
+    // connections) come and go by a few meanwhile; the exact count is the next line's.
     assert!(
-        peak + 2 >= baseline + n && peak <= baseline + n + 8,
+        peak + 8 >= baseline + n && peak <= baseline + n + 8,
         "{n} reads should leave about {n} tasks: baseline {baseline}, peak {peak}"
     );
     assert_eq!(app.state.leak_demo.tasks_alive(), n);
@@ -209,7 +211,7 @@ async fn a_leak_demo_leaks_a_task_per_product_read_raises_the_leak_alarm_and_the
         Some(n as f64)
     );
     assert!(
-        metric(&app, "tokio_alive_tasks").await >= Some((baseline + n - 2) as f64),
+        metric(&app, "tokio_alive_tasks").await >= Some((baseline + n - 8) as f64),
         "the runtime gauge shows the leak"
     );
     let during = status(&app).await;
