@@ -7,6 +7,9 @@
 //! cargo run --release -p shop-telemetry --features testing --example otlp_sink -- 127.0.0.1:4318
 //! ```
 
+// A command-line tool: stdout is its output (the URL to use, then the count).
+#![allow(clippy::print_stdout)]
+
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
