@@ -18,7 +18,7 @@ use axum::{
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{first_product, login, spawn_gateway, spawn_orders, test_config};
+use crate::helpers::{first_product, spawn_gateway, spawn_orders, test_config};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_seeded_user_logs_in_and_places_an_order_through_the_gateway_and_orders_accepts_the_token(
@@ -26,13 +26,7 @@ async fn a_seeded_user_logs_in_and_places_an_order_through_the_gateway_and_order
 ) {
     let (orders, _orders_process) = spawn_orders(&pool, &[]);
     let gateway = spawn_gateway(test_config(&pool, &orders)).await;
-    let token = login(
-        &gateway.client,
-        &gateway.url(""),
-        "user1@shop.test",
-        "password1",
-    )
-    .await;
+    let token = gateway.login("user1@shop.test", "password1").await;
     let product = first_product(&pool).await;
 
     let response = gateway
@@ -139,13 +133,7 @@ async fn a_post_with_an_idempotency_key_retried_after_a_lost_answer_creates_exac
     });
 
     let gateway = spawn_gateway(test_config(&pool, &proxy_url)).await;
-    let token = login(
-        &gateway.client,
-        &gateway.url(""),
-        "user1@shop.test",
-        "password1",
-    )
-    .await;
+    let token = gateway.login("user1@shop.test", "password1").await;
     let product = first_product(&pool).await;
 
     let response = gateway

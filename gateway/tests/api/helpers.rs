@@ -37,6 +37,11 @@ impl TestGateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Logs in through this gateway and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        login(&self.client, &self.url(""), email, password).await
+    }
+
     /// Stops the gateway the way SIGTERM would, and waits until it has stopped.
     pub async fn stop(mut self) {
         self.lifecycle.token().cancel();

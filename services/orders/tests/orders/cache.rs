@@ -361,15 +361,7 @@ async fn with_redis_killed_mid_traffic_reads_never_fail_and_after_a_restart_the_
             || async { app.state.cache.is_degraded() },
         )
         .await;
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         assert!(metrics.contains("cache_degraded 1"), "{metrics}");
         tokio::time::sleep(Duration::from_millis(500)).await;
         redis.restart().await;
@@ -566,15 +558,7 @@ async fn a_healthy_listener_keeps_its_subscription_across_keepalive_pings(db: Pg
     // a string made the listener reconnect, and clear L1, every five seconds.
     let app = spawn_subscribed(&db, cache_config()).await;
     tokio::time::sleep(Duration::from_millis(6500)).await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let subscriptions = metrics
         .lines()
         .find(|l| l.starts_with("cache_listener_subscriptions_total"))

@@ -75,15 +75,7 @@ async fn sample(app: &TestApp) {
 
 /// The value of an unlabelled series in the Prometheus text of `GET /metrics`.
 async fn metric(app: &TestApp, name: &str) -> Option<f64> {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
