@@ -182,13 +182,25 @@ impl Upstream {
         let Ok(uri) = self.uri(path) else {
             return false;
         };
-        let Ok(request) = Request::get(uri).body(Full::new(Bytes::new())) else {
+        let Ok(mut request) = Request::get(uri).body(Full::new(Bytes::new())) else {
             return false;
         };
-        matches!(
-            tokio::time::timeout(timeout, self.client.request(request)).await,
-            Ok(Ok(response)) if response.status().is_success()
-        )
+        // Like every outgoing call, in a client span whose context goes along.
+        let span = shop_telemetry::http::client_span(&Method::GET, self.host(), path);
+        shop_telemetry::http::inject_context_from(&span, request.headers_mut());
+        let outcome = tokio::time::timeout(timeout, self.client.request(request))
+            .instrument(span.clone())
+            .await;
+        match outcome {
+            Ok(Ok(response)) => {
+                shop_telemetry::http::record_client_status(&span, response.status());
+                response.status().is_success()
+            }
+            Ok(Err(_)) | Err(_) => {
+                span.record("otel.status_code", "ERROR");
+                false
+            }
+        }
     }
 
     /// The upstream's `host:port`, the client span's `server.address`.
