@@ -62,11 +62,11 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
         }
     })?;
 
+    // Borrowed from the request's extensions: no per-request copy.
     let route = parts
         .extensions
         .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+        .map_or("unmatched", |p| p.as_str());
     let peer = parts
         .extensions
         .get::<PeerAddr>()
@@ -86,7 +86,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
             Forwarding {
                 peer,
                 peer_is_trusted_proxy: state.trusted_proxies.is_trusted(peer),
-                route: &route,
+                route,
                 deadline,
             },
         )

@@ -12,6 +12,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -79,10 +80,13 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         let method = req.method().clone();
-        let route = req
+        // One shared copy of the route for the span, the metric labels and the in-flight
+        // guard (label values clone the `Arc`, not the string).
+        let route: Arc<str> = req
             .extensions()
             .get::<MatchedPath>()
-            .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned());
+            .map_or(UNMATCHED_ROUTE, |p| p.as_str())
+            .into();
         let request_id = match req.headers().get(&REQUEST_ID) {
             Some(v) if is_sane_request_id(v) => v.clone(),
             _ => {
@@ -93,7 +97,7 @@ where
                 generated
             }
         };
-        let span_name = if route == UNMATCHED_ROUTE {
+        let span_name = if &*route == UNMATCHED_ROUTE {
             method.to_string()
         } else {
             format!("{method} {route}")
@@ -104,7 +108,7 @@ where
             otel.kind = "server",
             otel.status_code = Empty,
             http.request.method = %method,
-            http.route = route,
+            http.route = &*route,
             url.path = req.uri().path(),
             http.response.status_code = Empty,
             request_id = request_id.to_str().unwrap_or_default(),
@@ -117,9 +121,9 @@ where
             span.record("trace_id", tracing::field::display(id));
         }
 
-        let in_flight = InFlight::enter(route.clone());
+        let in_flight = InFlight::enter(Arc::clone(&route));
         let response = span.in_scope(|| self.inner.call(req));
-        let method = method.as_str().to_owned();
+        let method = method_label(&method);
         Box::pin(
             async move {
                 let _in_flight = in_flight;
@@ -134,7 +138,7 @@ where
                     }
                     metrics::counter!(
                         "http_requests_total",
-                        "route" => route.clone(),
+                        "route" => Arc::clone(&route),
                         "method" => method.clone(),
                         "status" => status.as_str().to_owned(),
                     )
@@ -168,19 +172,36 @@ where
 /// Holds one `http_requests_in_flight{route}` until dropped (also when the request
 /// future is dropped before completion).
 struct InFlight {
-    route: String,
+    route: Arc<str>,
 }
 
 impl InFlight {
-    fn enter(route: String) -> Self {
-        metrics::gauge!("http_requests_in_flight", "route" => route.clone()).increment(1.0);
+    fn enter(route: Arc<str>) -> Self {
+        metrics::gauge!("http_requests_in_flight", "route" => Arc::clone(&route)).increment(1.0);
         Self { route }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("http_requests_in_flight", "route" => std::mem::take(&mut self.route))
+        metrics::gauge!("http_requests_in_flight", "route" => Arc::clone(&self.route))
             .decrement(1.0);
     }
+}
+
+/// The `method` label: a static string for the standard methods (no allocation per
+/// request), the method's own text for an extension method.
+fn method_label(method: &http::Method) -> metrics::SharedString {
+    use http::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return metrics::SharedString::from_owned(method.as_str().to_owned()),
+    };
+    metrics::SharedString::const_str(name)
 }
