@@ -8,7 +8,7 @@ use shop_auth::{AUDIENCE, Claims, ISSUER, TokenSigner, TokenVerifier};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{create_user, spawn_gateway, spawn_stub, test_config};
+use crate::helpers::{create_user, gateway_with_stub, spawn_gateway, spawn_stub, test_config};
 
 const PUBLIC: &str = include_str!("../../../deploy/dev-keys/public.pem");
 const PRIVATE: &str = include_str!("../../../deploy/dev-keys/private.pem");
@@ -25,9 +25,7 @@ fn now() -> u64 {
 async fn a_login_with_good_credentials_gets_a_token_that_verifies_with_the_published_keys(
     pool: PgPool,
 ) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
     let user = create_user(&pool, "alice@shop.test", "s3cret-pass").await;
 
     let response = gateway
@@ -68,9 +66,7 @@ async fn a_login_with_good_credentials_gets_a_token_that_verifies_with_the_publi
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_wrong_password_and_an_unknown_email_get_the_same_401(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
     create_user(&pool, "bob@shop.test", "right-password").await;
 
     let mut bodies = Vec::new();
@@ -101,9 +97,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_malformed_login_body_gets_400_and_a_wrong_content_type_gets_415(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
 
     let response = gateway
         .client
@@ -266,10 +260,8 @@ async fn forged_expired_and_foreign_tokens_are_all_rejected_with_401_before_reac
 
 #[sqlx::test(migrations = "../migrations")]
 async fn during_a_key_rotation_tokens_of_the_old_and_the_new_key_are_both_accepted(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
     // Default config: signing with the current dev key, accepting current + next.
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
     let user = Uuid::new_v4();
     for pem in [PRIVATE, PRIVATE_NEXT] {
         let token = TokenSigner::from_pem(pem, "k", std::time::Duration::from_secs(600))
@@ -290,12 +282,11 @@ async fn during_a_key_rotation_tokens_of_the_old_and_the_new_key_are_both_accept
 async fn a_login_flood_beyond_the_hashing_permits_gets_503_at_once_and_other_routes_still_answer(
     pool: PgPool,
 ) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.auth_max_concurrent_hashes = 1;
+    })
+    .await;
     create_user(&pool, "flood@shop.test", "s3cret-pass").await;
-    let mut config = test_config(&pool, &orders);
-    config.auth_max_concurrent_hashes = 1;
-    let gateway = spawn_gateway(config).await;
 
     let logins = (0..8).map(|_| {
         gateway

@@ -402,6 +402,20 @@ pub async fn terminate(child: &mut ChildGuard) -> bool {
     );
 }
 
+/// The usual setup: a stub upstream and an in-process gateway in front of it, with
+/// this test's [`test_config`] adjusted by `configure`. The returned lifecycle owns the
+/// stub's server task: keep it for the whole test.
+pub async fn gateway_with_stub(
+    pool: &PgPool,
+    configure: impl FnOnce(&mut Config),
+) -> (TestGateway, Stub, Lifecycle) {
+    let lifecycle = Lifecycle::new();
+    let (orders, stub) = spawn_stub(&lifecycle).await;
+    let mut config = test_config(pool, &orders);
+    configure(&mut config);
+    (spawn_gateway(config).await, stub, lifecycle)
+}
+
 /// Path of a binary built by cargo next to this test binary (`target/<profile>/<name>`).
 pub fn sibling_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -8,7 +8,7 @@ use std::{
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{free_port, spawn_gateway, spawn_stub, test_config};
+use crate::helpers::{free_port, gateway_with_stub, spawn_gateway, test_config};
 
 const PRODUCT: &str = "/v1/products/00000000-0000-0000-0000-000000000001";
 
@@ -16,9 +16,7 @@ const PRODUCT: &str = "/v1/products/00000000-0000-0000-0000-000000000001";
 async fn proxied_requests_carry_forwarding_trace_and_deadline_headers_but_no_hop_by_hop_ones(
     pool: PgPool,
 ) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
 
     let response = gateway
         .client
@@ -77,12 +75,11 @@ async fn proxied_requests_carry_forwarding_trace_and_deadline_headers_but_no_hop
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_slow_upstream_gets_504_at_the_deadline_without_any_retry(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.upstream_timeout_ms = 300;
+    })
+    .await;
     stub.delay_ms.store(10_000, Ordering::SeqCst);
-    let mut config = test_config(&pool, &orders);
-    config.upstream_timeout_ms = 300;
-    let gateway = spawn_gateway(config).await;
 
     let started = Instant::now();
     let response = gateway
@@ -108,9 +105,7 @@ async fn a_slow_upstream_gets_504_at_the_deadline_without_any_retry(pool: PgPool
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_get_is_retried_on_503_but_a_post_without_idempotency_key_never_is(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
     let token = shop_auth::TokenSigner::from_pem(
         include_str!("../../../deploy/dev-keys/private.pem"),
         "dev",
@@ -226,12 +221,11 @@ async fn when_orders_is_down_the_breaker_opens_and_answers_fast_then_closes_when
 
 #[sqlx::test(migrations = "../migrations")]
 async fn beyond_the_in_flight_cap_requests_get_503_at_once_and_service_recovers(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.max_in_flight = 2;
+    })
+    .await;
     stub.delay_ms.store(1500, Ordering::SeqCst);
-    let mut config = test_config(&pool, &orders);
-    config.max_in_flight = 2;
-    let gateway = spawn_gateway(config).await;
 
     let slow = || gateway.client.get(gateway.url(PRODUCT)).send();
     let (a, b, shed) = tokio::join!(slow(), slow(), async {
@@ -267,11 +261,10 @@ async fn beyond_the_in_flight_cap_requests_get_503_at_once_and_service_recovers(
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_body_over_the_limit_gets_413_and_an_unknown_path_gets_a_404_problem(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
-    let mut config = test_config(&pool, &orders);
-    config.body_limit_bytes = 1024;
-    let gateway = spawn_gateway(config).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.body_limit_bytes = 1024;
+    })
+    .await;
     let token = shop_auth::TokenSigner::from_pem(
         include_str!("../../../deploy/dev-keys/private.pem"),
         "dev",

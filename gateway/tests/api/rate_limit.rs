@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::helpers::{TestGateway, free_port, spawn_gateway, spawn_stub, start_redis, test_config};
+use crate::helpers::{
+    TestGateway, free_port, gateway_with_stub, spawn_gateway, spawn_stub, start_redis, test_config,
+};
 
 async fn get_product(gateway: &TestGateway, extra: Option<(&str, &str)>) -> reqwest::Response {
     let mut request = gateway
@@ -20,11 +22,10 @@ async fn get_product(gateway: &TestGateway, extra: Option<(&str, &str)>) -> reqw
 async fn the_quota_is_enforced_with_ratelimit_headers_and_a_429_problem_with_retry_after(
     pool: PgPool,
 ) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
-    let mut config = test_config(&pool, &orders);
-    config.rate_limit_default = "5/m".parse().unwrap();
-    let gateway = spawn_gateway(config).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.rate_limit_default = "5/m".parse().unwrap();
+    })
+    .await;
 
     for i in 0..5 {
         let response = get_product(&gateway, None).await;
@@ -113,12 +114,11 @@ async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_does_not_buy_a_fresh_q
 
 #[sqlx::test(migrations = "../migrations")]
 async fn behind_a_trusted_proxy_each_forwarded_client_gets_its_own_quota(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
-    let mut config = test_config(&pool, &orders);
-    config.rate_limit_default = "2/m".parse().unwrap();
-    config.trusted_proxies = vec!["127.0.0.0/8".into()];
-    let gateway = spawn_gateway(config).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.rate_limit_default = "2/m".parse().unwrap();
+        config.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
 
     for client in ["198.51.100.1", "198.51.100.2"] {
         for _ in 0..2 {

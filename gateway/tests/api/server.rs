@@ -5,17 +5,16 @@ use std::{process::Command, time::Duration};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{free_port, spawn_gateway, spawn_stub, test_config};
+use crate::helpers::{free_port, gateway_with_stub};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_client_that_never_finishes_its_headers_is_disconnected_at_the_header_timeout(
     pool: PgPool,
 ) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let mut config = test_config(&pool, &orders);
-    config.header_read_timeout_ms = 300;
-    let gateway = spawn_gateway(config).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.header_read_timeout_ms = 300;
+    })
+    .await;
 
     let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     stream
@@ -30,9 +29,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected_at_the_header_
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_healthcheck_subcommand_exits_0_for_a_live_gateway_and_1_otherwise(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, lifecycle) = gateway_with_stub(&pool, |_| {}).await;
 
     let healthcheck = |port: u16| {
         let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -66,11 +63,10 @@ async fn the_healthcheck_subcommand_exits_0_for_a_live_gateway_and_1_otherwise(p
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_body_slower_than_the_body_read_timeout_gets_a_408_problem(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, stub) = spawn_stub(&lifecycle).await;
-    let mut config = test_config(&pool, &orders);
-    config.body_read_timeout_ms = 300;
-    let gateway = spawn_gateway(config).await;
+    let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.body_read_timeout_ms = 300;
+    })
+    .await;
 
     let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     // Announces 100 bytes, sends 2, then stalls.
@@ -106,11 +102,10 @@ async fn a_body_slower_than_the_body_read_timeout_gets_a_408_problem(pool: PgPoo
 
 #[sqlx::test(migrations = "../migrations")]
 async fn cors_answers_preflights_for_allowed_origins_only(pool: PgPool) {
-    let lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let mut config = test_config(&pool, &orders);
-    config.cors_allowed_origins = vec!["https://shop.example".to_owned()];
-    let gateway = spawn_gateway(config).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |config| {
+        config.cors_allowed_origins = vec!["https://shop.example".to_owned()];
+    })
+    .await;
 
     let preflight = |origin: &'static str| {
         gateway

@@ -4,7 +4,7 @@ use std::{process::Stdio, sync::atomic::Ordering, time::Duration};
 
 use sqlx::PgPool;
 
-use crate::helpers::{sigterm, spawn_gateway, spawn_gateway_process, spawn_stub, test_config};
+use crate::helpers::{gateway_with_stub, sigterm, spawn_gateway_process, spawn_stub};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn sigterm_under_traffic_drains_in_flight_requests_and_exits_0(pool: PgPool) {
@@ -42,9 +42,7 @@ async fn sigterm_under_traffic_drains_in_flight_requests_and_exits_0(pool: PgPoo
 
 #[sqlx::test(migrations = "../migrations")]
 async fn after_serving_traffic_a_stopped_gateway_leaves_no_task_behind(pool: PgPool) {
-    let stub_lifecycle = shop_lifecycle::Lifecycle::new();
-    let (orders, _stub) = spawn_stub(&stub_lifecycle).await;
-    let gateway = spawn_gateway(test_config(&pool, &orders)).await;
+    let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |_| {}).await;
     let lifecycle = gateway.lifecycle.clone();
 
     let requests = (0..50).map(|i| {
