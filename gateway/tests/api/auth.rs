@@ -45,15 +45,7 @@ async fn a_login_with_good_credentials_gets_a_token_that_verifies_with_the_publi
     let verifier =
         TokenVerifier::new(vec![shop_auth::PublicKey::from_pem(PUBLIC, "dev").unwrap()]).unwrap();
     assert_eq!(verifier.verify(token).unwrap().sub, user);
-    let jwks: Value = gateway
-        .client
-        .get(gateway.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = gateway.get_json("/.well-known/jwks.json").await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

@@ -37,6 +37,12 @@ impl TestGateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `GET path`, its body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     /// Logs in through this gateway and returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
         login(&self.client, &self.url(""), email, password).await

@@ -141,15 +141,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_gets_its_own_quota(pool: P
 async fn rate_limiting_mode(gateway: &TestGateway) -> String {
     let throwaway = format!("192.0.2.{}", rand::random::<u8>());
     let _ = get_product(gateway, Some(("x-forwarded-for", &throwaway))).await;
-    let ready: serde_json::Value = gateway
-        .client
-        .get(gateway.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = gateway.get_json("/readyz").await;
     ready["rate_limiting"].as_str().unwrap().to_owned()
 }
 

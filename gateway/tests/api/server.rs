@@ -48,15 +48,7 @@ async fn the_healthcheck_subcommand_exits_0_for_a_live_gateway_and_1_otherwise(p
     assert_eq!(live, Some(0));
     assert_eq!(dead, Some(1));
 
-    let document: serde_json::Value = gateway
-        .client
-        .get(gateway.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: serde_json::Value = gateway.get_json("/openapi.json").await;
     assert_eq!(document["openapi"], "3.1.0");
     assert!(document["paths"]["/v1/auth/token"]["post"].is_object());
 }
