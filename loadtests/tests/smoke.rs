@@ -8,78 +8,11 @@
 //! `cargo nextest run --workspace` builds them; with `-p shop-loadtest`, run
 //! `cargo build --bins` first.
 
-use std::{
-    net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Output, Stdio},
-    time::Duration,
-};
+use std::process::{Command, Output, Stdio};
 
+use shop_testkit::{ChildGuard, database_url, free_port, redis_url, sibling_binary, wait_for_port};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Path of a binary built by cargo next to this test binary.
-fn sibling_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .expect("deps/")
-        .parent()
-        .expect("target/<profile>/");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build it first (`cargo build --bins`, or run `cargo nextest run --workspace`)",
-        path.display()
-    );
-    path
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
-/// Waits (up to 30 s) until something listens on `port`.
-fn wait_for_port(port: u16, what: &str) {
-    for _ in 0..600 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} does not listen on port {port} after 30 s");
-}
-
-/// A child process killed when dropped, so no test leaks one.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The URL of the per-test database that `#[sqlx::test]` created.
-fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("postgres")
-    )
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// A running stack: orders and the gateway, on this test's database and stream.
 struct Stack {
@@ -133,8 +66,8 @@ fn start_stack(pool: &PgPool) -> Stack {
         .stdout(Stdio::null())
         .spawn()
         .expect("orders starts");
-    let orders_guard = ChildGuard(orders_process);
-    wait_for_port(orders_port, "orders");
+    let orders_guard = ChildGuard::new(orders_process);
+    wait_for_port(orders_port);
 
     let gateway_port = free_port();
     let gateway_process = Command::new(sibling_binary("gateway"))
@@ -154,8 +87,8 @@ fn start_stack(pool: &PgPool) -> Stack {
         .stdout(Stdio::null())
         .spawn()
         .expect("gateway starts");
-    let gateway_guard = ChildGuard(gateway_process);
-    wait_for_port(gateway_port, "gateway");
+    let gateway_guard = ChildGuard::new(gateway_process);
+    wait_for_port(gateway_port);
 
     Stack {
         gateway: format!("http://127.0.0.1:{gateway_port}"),

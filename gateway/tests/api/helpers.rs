@@ -3,7 +3,7 @@
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -21,6 +21,9 @@ use axum::{
 use serde_json::json;
 use shop_gateway::{Application, Config};
 use shop_lifecycle::Lifecycle;
+pub use shop_testkit::{
+    ChildGuard, database_url, free_port, redis_url, sibling_binary, wait_for_port,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -63,26 +66,13 @@ impl Drop for TestGateway {
     }
 }
 
-/// The URL of the per-test database that `#[sqlx::test]` created.
-pub fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("postgres")
-    )
-}
-
 /// A config for a test: port 0, this test's database, a unique Redis prefix, an
 /// upstream, and limits high enough not to interfere unless the test lowers them.
 pub fn test_config(pool: &PgPool, orders_url: &str) -> Config {
     let mut config = Config::default_for_tests();
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.database_url = database_url(pool);
-    config.redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    config.redis_url = redis_url();
     config.rate_limit_redis_prefix = format!("test:{}:", Uuid::new_v4());
     config.orders_url = orders_url.to_owned();
     config.rate_limit_default = "10000/s".parse().unwrap();
@@ -251,33 +241,6 @@ pub async fn spawn_stub(lifecycle: &Lifecycle) -> (String, Stub) {
     (url, stub)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped, so no test leaks one.
-pub struct ChildGuard(pub Option<Child>);
-
-impl ChildGuard {
-    pub fn pid(&self) -> u32 {
-        self.0.as_ref().unwrap().id()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A private `redis-server` on a free port, nothing saved to disk.
 pub fn start_redis(port: u16) -> ChildGuard {
     let child = Command::new("redis-server")
@@ -295,20 +258,9 @@ pub fn start_redis(port: u16) -> ChildGuard {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server is installed");
-    let guard = ChildGuard(Some(child));
+    let guard = ChildGuard::new(child);
     wait_for_port(port);
     guard
-}
-
-/// Waits (up to 10 s) until something listens on `port`.
-pub fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} after 10 s");
 }
 
 /// Seeds the test database with `orders seed` (3 products, users `user1`/`user2`) and
@@ -345,7 +297,7 @@ pub fn spawn_orders_logging(
         .stdout(log)
         .spawn()
         .expect("orders starts");
-    let guard = ChildGuard(Some(child));
+    let guard = ChildGuard::new(child);
     wait_for_port(port);
     (format!("http://127.0.0.1:{port}"), guard)
 }
@@ -376,7 +328,7 @@ pub fn spawn_gateway_process(
         .stdout(log)
         .spawn()
         .expect("the gateway binary starts");
-    let guard = ChildGuard(Some(child));
+    let guard = ChildGuard::new(child);
     wait_for_port(port);
     (port, guard)
 }
@@ -420,17 +372,4 @@ pub async fn gateway_with_stub(
     let mut config = test_config(pool, &orders);
     configure(&mut config);
     (spawn_gateway(config).await, stub, lifecycle)
-}
-
-/// Path of a binary built by cargo next to this test binary (`target/<profile>/<name>`).
-pub fn sibling_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap(); // deps/
-    let path = dir.parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build it first (`cargo build -p shop-orders --bin {name}`, or run `cargo nextest run --workspace`)",
-        path.display()
-    );
-    path
 }
