@@ -227,12 +227,7 @@ async fn forged_expired_and_foreign_tokens_are_all_rejected_with_401_before_reac
             "{name}"
         );
     }
-    let response = gateway
-        .client
-        .get(gateway.url("/v1/orders"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get("/v1/orders").await;
     assert_eq!(response.status(), 401, "no token");
     assert_eq!(stub.hits(), 0, "no rejected request reached orders");
 

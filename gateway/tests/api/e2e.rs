@@ -29,12 +29,7 @@ async fn a_seeded_user_logs_in_and_places_an_order_through_the_gateway_and_order
     let token = gateway.login("user1@shop.test", "password1").await;
     let product = first_product(&pool).await;
 
-    let response = gateway
-        .client
-        .get(gateway.url(&format!("/v1/products/{product}")))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get(&format!("/v1/products/{product}")).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["id"], product.to_string());

@@ -40,10 +40,14 @@ impl TestGateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `GET path` with no extra header.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// `GET path`, its body as JSON.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
-        response.json().await.unwrap()
+        self.get(path).await.json().await.unwrap()
     }
 
     /// Logs in through this gateway and returns the access token.

@@ -63,12 +63,7 @@ async fn proxied_requests_carry_forwarding_trace_and_deadline_headers_but_no_hop
     );
 
     // Without ids, the gateway makes them.
-    let response = gateway
-        .client
-        .get(gateway.url(PRODUCT))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get(PRODUCT).await;
     assert_eq!(response.headers()["x-trace-id"].len(), 32);
     assert!(!response.headers()["x-request-id"].is_empty());
 }
@@ -82,12 +77,7 @@ async fn a_slow_upstream_gets_504_at_the_deadline_without_any_retry(pool: PgPool
     stub.delay_ms.store(10_000, Ordering::SeqCst);
 
     let started = Instant::now();
-    let response = gateway
-        .client
-        .get(gateway.url(PRODUCT))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get(PRODUCT).await;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
@@ -115,12 +105,7 @@ async fn a_get_is_retried_on_503_but_a_post_without_idempotency_key_never_is(poo
     .issue(uuid::Uuid::new_v4());
 
     stub.fail_next.store(1, Ordering::SeqCst);
-    let response = gateway
-        .client
-        .get(gateway.url(PRODUCT))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get(PRODUCT).await;
     assert_eq!(response.status(), 200, "the retry succeeded");
     assert_eq!(stub.hits(), 2);
 
@@ -170,21 +155,11 @@ async fn when_orders_is_down_the_breaker_opens_and_answers_fast_then_closes_when
     let gateway = spawn_gateway(config).await;
 
     for _ in 0..5 {
-        let response = gateway
-            .client
-            .get(gateway.url(PRODUCT))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get(PRODUCT).await;
         assert_eq!(response.status(), 503);
     }
     // Open: answered at once, with Retry-After, without trying to connect.
-    let response = gateway
-        .client
-        .get(gateway.url(PRODUCT))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get(PRODUCT).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
@@ -208,12 +183,7 @@ async fn when_orders_is_down_the_breaker_opens_and_answers_fast_then_closes_when
     });
     tokio::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..3 {
-        let response = gateway
-            .client
-            .get(gateway.url(PRODUCT))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get(PRODUCT).await;
         assert_eq!(response.status(), 200, "closed again");
     }
     stub_lifecycle.shutdown(Duration::from_secs(5)).await;
@@ -231,12 +201,7 @@ async fn beyond_the_in_flight_cap_requests_get_503_at_once_and_service_recovers(
     let (a, b, shed) = tokio::join!(slow(), slow(), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
-        let response = gateway
-            .client
-            .get(gateway.url(PRODUCT))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get(PRODUCT).await;
         (response, started.elapsed())
     });
     let (shed, elapsed) = shed;
@@ -250,12 +215,7 @@ async fn beyond_the_in_flight_cap_requests_get_503_at_once_and_service_recovers(
     assert_eq!(b.unwrap().status(), 200);
 
     stub.delay_ms.store(0, Ordering::SeqCst);
-    let response = gateway
-        .client
-        .get(gateway.url(PRODUCT))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get(PRODUCT).await;
     assert_eq!(response.status(), 200, "recovered");
 }
 
@@ -299,12 +259,7 @@ async fn a_body_over_the_limit_gets_413_and_an_unknown_path_gets_a_404_problem(p
         .unwrap();
     assert_eq!(response.status(), 413);
 
-    let response = gateway
-        .client
-        .get(gateway.url("/nope"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get("/nope").await;
     assert_eq!(response.status(), 404);
     assert_eq!(
         response.headers()["content-type"],
