@@ -20,6 +20,7 @@ use tracing::{Span, field::Empty};
 /// named after the summary.
 pub fn pg_span(operation: &'static str, summary: &'static str) -> Span {
     tracing::info_span!(
+        target: crate::CALL_SPAN_TARGET,
         "db query",
         otel.name = summary,
         otel.kind = "client",
@@ -34,6 +35,7 @@ pub fn pg_span(operation: &'static str, summary: &'static str) -> Span {
 /// A client span for one Redis command (`"GET"`, `"EVALSHA"`, ...): `db.system.name=redis`.
 pub fn redis_span(command: &'static str) -> Span {
     tracing::info_span!(
+        target: crate::CALL_SPAN_TARGET,
         "redis command",
         otel.name = command,
         otel.kind = "client",
@@ -48,6 +50,7 @@ pub fn redis_span(command: &'static str) -> Span {
 /// the outcome with [`record_cache_hit`].
 pub fn cache_span(layer: &'static str) -> Span {
     tracing::info_span!(
+        target: crate::CALL_SPAN_TARGET,
         "cache lookup",
         otel.name = %format!("cache lookup {layer}"),
         otel.kind = "internal",

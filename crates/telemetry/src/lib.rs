@@ -37,17 +37,45 @@ pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::sync::OnceLock;
+use std::sync::{
+    LazyLock, OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 pub use config::{Config, LogFormat, OtlpConfig, OtlpProtocol, SamplerConfig};
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{propagation::TextMapCompositePropagator, trace::TracerProvider as _};
 use opentelemetry_sdk::{
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::SdkTracerProvider,
 };
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+/// The target of the short spans around one outgoing call (HTTP client, Postgres, Redis,
+/// cache lookup). The JSON log layer does not track them: a line logged inside one shows
+/// the enclosing request span under `span` (its `span_id` is still the call's).
+pub(crate) const CALL_SPAN_TARGET: &str = "shop_telemetry::call";
+
+/// W3C TraceContext + Baggage, the propagator [`init`] also installs globally. The
+/// request path uses this one directly, not the global behind its lock.
+pub(crate) static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+});
+
+/// Whether the request span records its trace id as a field: only for pretty logs, as
+/// JSON lines carry `trace_id` at the top level already (and each record re-serializes
+/// the span's fields).
+static TRACE_ID_FIELD: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn trace_id_field_wanted() -> bool {
+    TRACE_ID_FIELD.load(Ordering::Relaxed)
+}
 
 /// Counts log lines dropped because the writer's buffer was full (see [`runtime::sample`]).
 static LOG_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
@@ -136,9 +164,17 @@ where
     let (provider, mut warnings) = otel::build_provider(&config);
     warnings.extend(config.warnings.iter().cloned());
     let tracer = provider.tracer("shop-telemetry");
+    // Per span, the layer's defaults also cost: the thread name and id (an allocation,
+    // and meaningless for a task that moves between workers), and activating the span's
+    // OpenTelemetry context on every poll of an instrumented future. Nothing here reads
+    // `opentelemetry::Context::current()`: parents come from the tracing span tree and
+    // outgoing calls inject `span.context()` (`http::inject_context_from`). Measured with
+    // `examples/span_cost.rs` (docs/telemetry.md, "Cost").
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_tracked_inactivity(false);
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_context_activation(false);
 
     // Our own spans (request, db, outbox) stay enabled whatever RUST_LOG says: disabling
     // them would break propagation and leave warn/error lines without a trace id. An
@@ -153,9 +189,14 @@ where
         EnvFilter::new(config::DEFAULT_LOG_FILTER)
     });
     let slot = logs::DispatchSlot::default();
+    TRACE_ID_FIELD.store(config.log_format == LogFormat::Pretty, Ordering::Relaxed);
     let (json, pretty) = match config.log_format {
         LogFormat::Json => (
-            Some(logs::json_layer(writer, &config.service_name, &slot)),
+            Some(
+                logs::json_layer(writer, &config.service_name, &slot).with_filter(filter_fn(
+                    |meta| !(meta.is_span() && meta.target() == CALL_SPAN_TARGET),
+                )),
+            ),
             None,
         ),
         LogFormat::Pretty => (
@@ -176,12 +217,11 @@ where
         .with(pretty)
         .try_init()?;
 
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]),
-    );
+    // For third-party code that uses the global; ours uses `PROPAGATOR`.
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     for warning in &warnings {

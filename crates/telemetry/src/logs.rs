@@ -60,14 +60,23 @@ where
         .with_flattened_event()
         .with_current_span("span");
     layer.add_static_field("service", serde_json::Value::from(service_name));
-    layer.add_multiple_dynamic_fields(move |event, ctx, fields| {
-        let Some(span) = ctx.event_span(event) else {
-            return;
-        };
+    layer.add_multiple_dynamic_fields(move |event, _ctx, fields| {
         let Some(dispatch) = ids_slot.get() else {
             return;
         };
-        if let Some((trace_id, span_id)) = otel_ids(&span.id(), &dispatch) {
+        // The innermost span, also one this layer does not track (a call span, see
+        // `CALL_SPAN_TARGET`): the layer's own context would skip to its parent.
+        let id = if event.is_root() {
+            return;
+        } else if let Some(parent) = event.parent() {
+            parent.clone()
+        } else {
+            match dispatch.current_span().id() {
+                Some(id) => id.clone(),
+                None => return,
+            }
+        };
+        if let Some((trace_id, span_id)) = otel_ids(&id, &dispatch) {
             // A write error only drops the field; the line itself is still emitted.
             let _ = fields.write_field("trace_id", trace_id);
             let _ = fields.write_field("span_id", span_id);

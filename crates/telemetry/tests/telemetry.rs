@@ -99,6 +99,10 @@ async fn a_client_traceparent_continues_through_exported_spans_headers_and_log_l
     let line = logs.line("querying orders");
     assert_eq!(line["trace_id"], CLIENT_TRACE_ID);
     assert_eq!(line["span_id"], query.span_id());
+    // Call spans (db, cache, HTTP client) are not tracked by the log layer: the line's
+    // `span` is the enclosing request span, its `span_id` still the query's.
+    assert_eq!(line["span"]["name"], "HTTP request");
+    assert!(line["span"]["request_id"].is_string(), "{line}");
     let startup = logs.line("telemetry initialised");
     assert!(
         startup.get("trace_id").is_none(),

@@ -107,7 +107,7 @@ where
             otel.name = span_name,
             otel.kind = "server",
             otel.status_code = Empty,
-            http.request.method = %method,
+            http.request.method = method.as_str(),
             http.route = &*route,
             url.path = req.uri().path(),
             http.response.status_code = Empty,
@@ -117,7 +117,9 @@ where
         // Must precede anything that starts the OTel span (reading its context does).
         let _ = span.set_parent(extract_context(req.headers()));
         let trace_id = trace_id_of(&span);
-        if let Some(id) = &trace_id {
+        if let Some(id) = &trace_id
+            && crate::trace_id_field_wanted()
+        {
             span.record("trace_id", tracing::field::display(id));
         }
 

@@ -21,7 +21,7 @@ pub mod layer;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
     Context,
-    propagation::{Extractor, Injector},
+    propagation::{Extractor, Injector, TextMapPropagator as _},
     trace::TraceContextExt,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -34,7 +34,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
 /// Injects the current span's context (`traceparent`, `tracestate`, `baggage`) into the
-/// headers of an outgoing request, with the global propagator [`crate::init`] installs.
+/// headers of an outgoing request (W3C TraceContext + Baggage, as [`crate::init`] installs
+/// globally).
 pub fn inject_context(headers: &mut HeaderMap) {
     inject_context_from(&tracing::Span::current(), headers);
 }
@@ -42,28 +43,25 @@ pub fn inject_context(headers: &mut HeaderMap) {
 /// Like [`inject_context`], for a given span (e.g. a client span around the call).
 pub fn inject_context_from(span: &tracing::Span, headers: &mut HeaderMap) {
     let cx = span.context();
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&cx, &mut HeaderInjector(headers));
-    });
+    crate::PROPAGATOR.inject_context(&cx, &mut HeaderInjector(headers));
 }
 
 /// Extracts the caller's context (`traceparent`, `tracestate`, `baggage`) from request
 /// headers; an empty context if there is none or it is malformed.
 pub fn extract_context(headers: &HeaderMap) -> Context {
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    })
+    crate::PROPAGATOR.extract(&HeaderExtractor(headers))
 }
 
 /// A client span for an outgoing HTTP call (`otel.kind=client`); enter it (or
 /// `.instrument` the call with it), then [`inject_context_from`] it into the request.
 pub fn client_span(method: &http::Method, server_address: &str, route: &str) -> tracing::Span {
     tracing::info_span!(
+        target: crate::CALL_SPAN_TARGET,
         "HTTP client request",
         otel.name = %format!("{method} {route}"),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
+        http.request.method = method.as_str(),
         server.address = server_address,
         url.template = route,
         http.response.status_code = tracing::field::Empty,
