@@ -267,11 +267,13 @@ impl Application {
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .into_owned();
             let connection = graceful.watch(connection);
-            drop(lifecycle.spawn_task("http_connection", async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%peer, error = %error, "connection ended with an error");
-                }
-            }));
+            drop(
+                lifecycle.spawn_connection_task("http_connection", async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                }),
+            );
         }
 
         drop(listener);

@@ -87,7 +87,7 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        drop(self.0.spawn_task("upstream_connection", future));
+        drop(self.0.spawn_connection_task("upstream_connection", future));
     }
 }
 

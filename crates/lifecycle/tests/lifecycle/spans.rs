@@ -49,3 +49,32 @@ async fn a_long_task_spawned_in_a_request_span_lets_the_request_span_close() {
     task.await.unwrap();
     assert!(closed.0.lock().unwrap().contains(&"task".to_owned()));
 }
+
+#[tokio::test]
+async fn a_connection_task_is_tracked_like_any_task_but_its_span_is_debug() {
+    let closed = Closed::default();
+    let _default = tracing_subscriber::registry()
+        .with(closed.clone().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .set_default();
+    let lifecycle = Lifecycle::new();
+    let token = lifecycle.child_token();
+    let before = lifecycle.tracked_tasks();
+
+    let request = tracing::info_span!("request");
+    let task = request.in_scope(|| {
+        lifecycle.spawn_connection_task("http_connection", async move {
+            token.cancelled().await;
+        })
+    });
+    assert_eq!(lifecycle.tracked_tasks(), before + 1, "counted like any task");
+    drop(request);
+
+    let report = lifecycle.shutdown(std::time::Duration::from_secs(5)).await;
+    assert!(report.is_clean(), "awaited at shutdown: {report:?}");
+    assert!(task.is_finished());
+    assert_eq!(
+        *closed.0.lock().unwrap(),
+        ["request"],
+        "at INFO, the connection task has no span of its own"
+    );
+}
