@@ -49,18 +49,13 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
     {
         return Err(ApiError::PayloadTooLarge);
     }
-    // Buffered (bounded by the limit) so that an idempotent request can be re-sent.
-    let body = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let error = error.into_inner();
-        if caused_by::<http_body_util::LengthLimitError>(&*error) {
-            ApiError::PayloadTooLarge
-        } else if caused_by::<tower_http::timeout::TimeoutError>(&*error) {
-            // BODY_READ_TIMEOUT_MS: a client too slow to send what it announced.
-            ApiError::RequestTimeout
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {error}"))
-        }
-    })?;
+    // Buffered (bounded by the limit) so that an idempotent request can be re-sent. A
+    // request without a body (most GETs) skips the read and its timeout's timer.
+    let body = if has_no_body(&parts) {
+        bytes::Bytes::new()
+    } else {
+        read_body(body, limit).await?
+    };
 
     // Borrowed from the request's extensions: no per-request copy.
     let route = parts
@@ -92,6 +87,34 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
         )
         .await?;
     Ok(response.map(Body::new))
+}
+
+/// Whether the request is known to have an empty body without reading it: `Content-Length:
+/// 0`, or HTTP/1 with neither `Content-Length` nor `Transfer-Encoding` (RFC 9112 §6.3).
+fn has_no_body(parts: &axum::http::request::Parts) -> bool {
+    use axum::http::{Version, header};
+    match parts.headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => {
+            parts.version < Version::HTTP_2
+                && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        }
+    }
+}
+
+/// Reads the whole body, at most `limit` bytes, within the body read timeout.
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let error = error.into_inner();
+        if caused_by::<http_body_util::LengthLimitError>(&*error) {
+            ApiError::PayloadTooLarge
+        } else if caused_by::<tower_http::timeout::TimeoutError>(&*error) {
+            // BODY_READ_TIMEOUT_MS: a client too slow to send what it announced.
+            ApiError::RequestTimeout
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {error}"))
+        }
+    })
 }
 
 /// Whether `error` or any error in its `source()` chain is an `E` (body errors arrive
