@@ -10,7 +10,10 @@
 #   B. gateway -> the same minimal handler     (the gateway's own cost, like for like)
 #   C. gateway -> orders                       (the issue's target: >= 0.8 x A)
 #   D. orders directly
-# and prints requests/s, the ratios, and the gateway's RSS idle and under load.
+#   E. bare axum proxy -> the minimal handler   (the stack's floor: gateway/examples/bench_bare_proxy.rs,
+#   F. bare axum proxy -> orders                  the gateway's hyper client and nothing else)
+# and prints requests/s, the ratios, the CPU time each process spent per request, and
+# the gateway's RSS idle and under load. SKIP_BUILD=1 uses the release binaries as built.
 # Needs: wrk, nginx (apt-get install wrk nginx), Postgres and Redis on localhost.
 set -euo pipefail
 
@@ -36,23 +39,40 @@ for tool in wrk nginx; do
 done
 
 echo "== building (release)"
-(cd "$ROOT" && cargo build --release -q -p shop-gateway --bin gateway --example bench_upstream)
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  (cd "$ROOT" && cargo build --release -q -p shop-gateway --bin gateway --example bench_upstream --example bench_bare_proxy)
+fi
 HAVE_ORDERS=1
 if [ "${SKIP_ORDERS:-0}" = 1 ]; then HAVE_ORDERS=0; else
-  (cd "$ROOT" && cargo build --release -q -p shop-orders --bin orders) || HAVE_ORDERS=0
+  [ "${SKIP_BUILD:-0}" = 1 ] || (cd "$ROOT" && cargo build --release -q -p shop-orders --bin orders) || HAVE_ORDERS=0
 fi
 
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-run_wrk() { # name url
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s --latency "$2" > "$WORK/$1.txt"
+# CPU time (user + system, clock ticks) of a process and its threads, or of all the
+# processes named $1 when it is not a pid (nginx has a master and workers).
+cpu_ticks() {
+  if [[ $1 =~ ^[0-9]+$ ]]; then awk '{print $14 + $15}' /proc/"$1"/stat
+  else local t=0; for p in $(pgrep -x "$1"); do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo $t; fi
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+run_wrk() { # name url proxy-pid-or-name [upstream-pid]
+  local before_p before_u before_w after_p after_u wrk_ticks
+  before_p=$(cpu_ticks "$3"); before_u=${4:+$(cpu_ticks "$4")}
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s --latency "$2" > "$WORK/$1.txt" &
+  local wrk_pid=$!
+  wait $wrk_pid
+  after_p=$(cpu_ticks "$3"); after_u=${4:+$(cpu_ticks "$4")}
   if grep -q 'Non-2xx' "$WORK/$1.txt"; then echo "$1: some requests failed:" >&2; cat "$WORK/$1.txt" >&2; exit 1; fi
-  echo "   $1: $(rps "$WORK/$1.txt") req/s, p99 $(awk '/ 99%/ {print $2}' "$WORK/$1.txt")"
+  local requests; requests=$(awk '/requests in/ {print $1}' "$WORK/$1.txt")
+  local line="   $1: $(rps "$WORK/$1.txt") req/s, p99 $(awk '/ 99%/ {print $2}' "$WORK/$1.txt"); CPU per request: $(( (after_p - before_p) * TICK_US / requests )) µs in $3"
+  if [ -n "${4:-}" ]; then line+=", $(( (after_u - before_u) * TICK_US / requests )) µs upstream"; fi
+  echo "$line"
 }
 
 # Upstream: the minimal handler.
-BENCH_UPSTREAM_ADDR=127.0.0.1:9901 "$BIN/examples/bench_upstream" & PIDS+=($!)
+BENCH_UPSTREAM_ADDR=127.0.0.1:9901 "$BIN/examples/bench_upstream" & UPSTREAM=$!; PIDS+=($UPSTREAM)
 wait_port 9901
 
 # A. nginx -> minimal handler.
@@ -79,7 +99,7 @@ nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 wait_port 9902
 PRODUCT_PATH=/v1/products/00000000-0000-0000-0000-000000000001
 echo "== A. nginx -> minimal axum handler"
-run_wrk nginx "http://127.0.0.1:9902$PRODUCT_PATH"
+run_wrk nginx "http://127.0.0.1:9902$PRODUCT_PATH" nginx "$UPSTREAM"
 
 GATEWAY_ENV=(RATE_LIMIT_DEFAULT=100000000/s RATE_LIMIT_REDIS_PREFIX="bench:$$:" MAX_IN_FLIGHT=4096 RUST_LOG=warn DATABASE_URL="$DB")
 
@@ -89,7 +109,7 @@ wait_port 9903
 sleep 1
 IDLE_RSS=$(rss_kib $GW)
 echo "== B. gateway -> minimal axum handler (idle RSS $((IDLE_RSS / 1024)) MiB)"
-run_wrk gateway_min "http://127.0.0.1:9903$PRODUCT_PATH"
+run_wrk gateway_min "http://127.0.0.1:9903$PRODUCT_PATH" "$GW" "$UPSTREAM"
 LOAD_RSS_B=$(rss_kib $GW)
 kill $GW; wait $GW 2>/dev/null || true
 
@@ -98,16 +118,29 @@ if [ "$HAVE_ORDERS" = 1 ]; then
   "$BIN/orders" migrate >/dev/null
   "$BIN/orders" seed --products 100 --users 10 >/dev/null
   PRODUCT_ID=$(psql "$DB" -Atc 'select id from products order by sku limit 1')
-  ORDERS_ADDR=127.0.0.1:9904 RUST_LOG=warn "$BIN/orders" serve 2>"$WORK/orders.log" & PIDS+=($!)
+  ORDERS_ADDR=127.0.0.1:9904 RUST_LOG=warn "$BIN/orders" serve 2>"$WORK/orders.log" & ORDERS=$!; PIDS+=($ORDERS)
   wait_port 9904
   env "${GATEWAY_ENV[@]}" GATEWAY_ADDR=127.0.0.1:9905 ORDERS_URL=http://127.0.0.1:9904 "$BIN/gateway" 2>"$WORK/gw-c.log" & GW=$!; PIDS+=($GW)
   wait_port 9905
   curl -fsS "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" >/dev/null
   echo "== C. gateway -> orders"
-  run_wrk gateway_orders "http://127.0.0.1:9905/v1/products/$PRODUCT_ID"
+  run_wrk gateway_orders "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" "$GW" "$ORDERS"
   LOAD_RSS_C=$(rss_kib $GW)
   echo "== D. orders directly"
-  run_wrk orders "http://127.0.0.1:9904/v1/products/$PRODUCT_ID"
+  run_wrk orders "http://127.0.0.1:9904/v1/products/$PRODUCT_ID" "$ORDERS"
+fi
+
+# E/F. The floor: a bare axum server forwarding with the same hyper client, nothing else.
+BENCH_PROXY_ADDR=127.0.0.1:9906 BENCH_PROXY_UPSTREAM=http://127.0.0.1:9901 "$BIN/examples/bench_bare_proxy" & BARE=$!; PIDS+=($BARE)
+wait_port 9906
+echo "== E. bare axum proxy -> minimal axum handler"
+run_wrk bare_min "http://127.0.0.1:9906$PRODUCT_PATH" "$BARE" "$UPSTREAM"
+kill $BARE; wait $BARE 2>/dev/null || true
+if [ "$HAVE_ORDERS" = 1 ]; then
+  BENCH_PROXY_ADDR=127.0.0.1:9907 BENCH_PROXY_UPSTREAM=http://127.0.0.1:9904 "$BIN/examples/bench_bare_proxy" & BARE=$!; PIDS+=($BARE)
+  wait_port 9907
+  echo "== F. bare axum proxy -> orders"
+  run_wrk bare_orders "http://127.0.0.1:9907/v1/products/$PRODUCT_ID" "$BARE" "$ORDERS"
 fi
 
 echo
@@ -115,10 +148,14 @@ echo "== results (wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s)"
 A=$(rps "$WORK/nginx.txt"); B=$(rps "$WORK/gateway_min.txt")
 printf '  nginx -> axum          %10.0f req/s\n' "$A"
 printf '  gateway -> axum        %10.0f req/s   %.2fx nginx\n' "$B" "$(echo "$B / $A" | bc -l)"
+E=$(rps "$WORK/bare_min.txt")
+printf '  bare proxy -> axum     %10.0f req/s   %.2fx nginx\n' "$E" "$(echo "$E / $A" | bc -l)"
 if [ "$HAVE_ORDERS" = 1 ]; then
   C=$(rps "$WORK/gateway_orders.txt"); D=$(rps "$WORK/orders.txt")
   printf '  gateway -> orders      %10.0f req/s   %.2fx nginx (target >= 0.80), %.2fx orders direct\n' "$C" "$(echo "$C / $A" | bc -l)" "$(echo "$C / $D" | bc -l)"
   printf '  orders direct          %10.0f req/s\n' "$D"
+  F=$(rps "$WORK/bare_orders.txt")
+  printf '  bare proxy -> orders   %10.0f req/s   %.2fx nginx\n' "$F" "$(echo "$F / $A" | bc -l)"
   printf '  gateway RSS: idle %d MiB, under load (-> orders) %d MiB\n' $((IDLE_RSS / 1024)) $((LOAD_RSS_C / 1024))
 else
   echo "  (orders binary not available: C and D skipped)"
