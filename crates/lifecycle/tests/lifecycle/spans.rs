@@ -54,7 +54,11 @@ async fn a_long_task_spawned_in_a_request_span_lets_the_request_span_close() {
 async fn a_connection_task_is_tracked_like_any_task_but_its_span_is_debug() {
     let closed = Closed::default();
     let _default = tracing_subscriber::registry()
-        .with(closed.clone().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .with(
+            closed
+                .clone()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .set_default();
     let lifecycle = Lifecycle::new();
     let token = lifecycle.child_token();
@@ -66,7 +70,11 @@ async fn a_connection_task_is_tracked_like_any_task_but_its_span_is_debug() {
             token.cancelled().await;
         })
     });
-    assert_eq!(lifecycle.tracked_tasks(), before + 1, "counted like any task");
+    assert_eq!(
+        lifecycle.tracked_tasks(),
+        before + 1,
+        "counted like any task"
+    );
     drop(request);
 
     let report = lifecycle.shutdown(std::time::Duration::from_secs(5)).await;
