@@ -34,8 +34,9 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        // Only the alarm's handle: one reference count per request, not the whole state.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.leak_alarm.clone(),
             count_in_flight,
         ));
 
@@ -78,8 +79,12 @@ async fn shed_error(error: tower::BoxError) -> Response {
 }
 
 /// Counts the request as API traffic for the leak alarm until it ends (or is dropped).
-async fn count_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let _in_flight = state.leak_alarm.enter();
+async fn count_in_flight(
+    State(alarm): State<crate::leak_alarm::LeakAlarm>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _in_flight = alarm.enter();
     next.run(request).await
 }
 
