@@ -61,12 +61,14 @@ pub(crate) const CALL_SPAN_TARGET: &str = "shop_telemetry::call";
 
 /// W3C TraceContext + Baggage, the propagator [`init`] also installs globally. The
 /// request path uses this one directly, not the global behind its lock.
-pub(crate) static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+pub(crate) static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(w3c_propagator);
+
+fn w3c_propagator() -> TextMapCompositePropagator {
     TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),
     ])
-});
+}
 
 /// Whether the request span records its trace id as a field: only for pretty logs, as
 /// JSON lines carry `trace_id` at the top level already (and each record re-serializes
@@ -218,10 +220,7 @@ where
         .try_init()?;
 
     // For third-party code that uses the global; ours uses `PROPAGATOR`.
-    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ]));
+    opentelemetry::global::set_text_map_propagator(w3c_propagator());
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     for warning in &warnings {
