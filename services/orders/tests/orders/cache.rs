@@ -6,7 +6,7 @@ use std::{
     collections::HashSet,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures::{StreamExt as _, future::join_all, stream};
@@ -60,19 +60,6 @@ async fn product_json(app: &TestApp, id: Uuid) -> Value {
     let response = get_product(app, id).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
-}
-
-/// Waits up to `limit` for `condition`, polling; panics with `what` if it never holds.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {

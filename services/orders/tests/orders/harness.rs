@@ -1,6 +1,9 @@
 //! `spawn_app`: the real Application on port 0, driven over HTTP.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -188,4 +191,17 @@ pub async fn assert_problem(response: reqwest::Response, status: StatusCode, slu
         "{body}"
     );
     body
+}
+
+/// Waits up to `limit` for `condition`, polling; panics with `what` if it never holds.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -4,14 +4,13 @@
 //! service that comes back to its baseline once the window and the tasks' lifetime are
 //! over.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop_lifecycle::leak::LeakVerdict;
 use shop_orders::{Config, jobs::metrics_sampler, leak_alarm};
 use sqlx::PgPool;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::harness::*;
@@ -79,19 +78,6 @@ async fn metric(app: &TestApp, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-}
-
-/// Waits up to `limit` for `condition`, polling; panics with `what` if it never holds.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[sqlx::test(migrations = "../../migrations")]
