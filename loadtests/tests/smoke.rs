@@ -10,7 +10,9 @@
 
 use std::process::{Command, Output, Stdio};
 
-use shop_testkit::{ChildGuard, database_url, free_port, redis_url, sibling_binary, wait_for_port};
+use shop_testkit::{
+    ChildGuard, database_url, free_port, redis_url, seed_orders, sibling_binary, wait_for_port,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -29,22 +31,10 @@ fn start_stack(pool: &PgPool) -> Stack {
     let unique = Uuid::new_v4().simple().to_string();
     let stream = format!("test:loadtest:{unique}:events");
     let orders = sibling_binary("orders");
-    let seeded = Command::new(&orders)
-        .args([
-            "seed",
-            "--products",
-            "20",
-            "--users",
-            "4",
-            "--stock",
-            "1000",
-        ])
-        .env("DATABASE_URL", &database)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("orders seed runs");
-    assert!(seeded.success(), "orders seed failed");
+    seed_orders(
+        &database,
+        &["--products", "20", "--users", "4", "--stock", "1000"],
+    );
 
     let orders_port = free_port();
     let orders_process = Command::new(&orders)

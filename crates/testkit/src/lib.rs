@@ -3,7 +3,11 @@
 //! pick a port, wait for a listener, never leak a child process, and name the database
 //! `#[sqlx::test]` made. A dev-dependency only.
 
-use std::{path::PathBuf, process::Child, time::Duration};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
 use sqlx::PgPool;
 
@@ -82,4 +86,18 @@ pub fn database_url(pool: &PgPool) -> String {
 /// `REDIS_URL`, or the local Redis.
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Runs `orders seed <args>` (the sibling `orders` binary) against `database`; panics if
+/// it fails.
+pub fn seed_orders(database: &str, args: &[&str]) {
+    let status = Command::new(sibling_binary("orders"))
+        .arg("seed")
+        .args(args)
+        .env("DATABASE_URL", database)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .expect("orders seed runs");
+    assert!(status.success(), "orders seed failed");
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 use shop_gateway::{Application, Config};
 use shop_lifecycle::Lifecycle;
 pub use shop_testkit::{
-    ChildGuard, database_url, free_port, redis_url, sibling_binary, wait_for_port,
+    ChildGuard, database_url, free_port, redis_url, seed_orders, sibling_binary, wait_for_port,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -282,14 +282,7 @@ pub fn spawn_orders_logging(
 ) -> (String, ChildGuard) {
     let orders = sibling_binary("orders");
     let database = database_url(pool);
-    let status = Command::new(&orders)
-        .args(["seed", "--products", "3", "--users", "2"])
-        .env("DATABASE_URL", &database)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("orders seed runs");
-    assert!(status.success(), "orders seed failed");
+    seed_orders(&database, &["--products", "3", "--users", "2"]);
     let port = free_port();
     let child = Command::new(&orders)
         .arg("serve")
