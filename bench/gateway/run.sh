@@ -58,11 +58,9 @@ cpu_ticks() {
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 run_wrk() { # name url proxy-pid-or-name [upstream-pid]
-  local before_p before_u before_w after_p after_u wrk_ticks
+  local before_p before_u after_p after_u
   before_p=$(cpu_ticks "$3"); before_u=${4:+$(cpu_ticks "$4")}
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s --latency "$2" > "$WORK/$1.txt" &
-  local wrk_pid=$!
-  wait $wrk_pid
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s --latency "$2" > "$WORK/$1.txt"
   after_p=$(cpu_ticks "$3"); after_u=${4:+$(cpu_ticks "$4")}
   if grep -q 'Non-2xx' "$WORK/$1.txt"; then echo "$1: some requests failed:" >&2; cat "$WORK/$1.txt" >&2; exit 1; fi
   local requests; requests=$(awk '/requests in/ {print $1}' "$WORK/$1.txt")
