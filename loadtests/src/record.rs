@@ -2,14 +2,12 @@
 //! live counters, every order answered 201, and the outcome of every replay.
 //!
 //! The users run on goose's tasks; they share one [`Recorder`]. The lists are behind a
-//! `std::sync::Mutex`, not a tokio one: each critical section is a push, never held
-//! across an `.await`.
+//! synchronous (`parking_lot`) mutex, not a tokio one: each critical section is a push,
+//! never held across an `.await`.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 /// One line of an order, as sent and as the 201 answered it.
@@ -110,12 +108,12 @@ impl Recorder {
     /// Records an order answered 201.
     pub fn placed(&self, order: PlacedOrder) {
         self.counters.placed.fetch_add(1, Ordering::Relaxed);
-        self.placed.lock().expect("not poisoned").push(order);
+        self.placed.lock().push(order);
     }
 
     /// Records the outcome of a replay.
     pub fn replayed(&self, outcome: ReplayOutcome) {
-        self.replays.lock().expect("not poisoned").push(outcome);
+        self.replays.lock().push(outcome);
     }
 
     /// A copy of the counters.
@@ -134,11 +132,11 @@ impl Recorder {
 
     /// Every order answered 201 so far.
     pub fn placed_orders(&self) -> Vec<PlacedOrder> {
-        self.placed.lock().expect("not poisoned").clone()
+        self.placed.lock().clone()
     }
 
     /// Every replay outcome so far.
     pub fn replay_outcomes(&self) -> Vec<ReplayOutcome> {
-        self.replays.lock().expect("not poisoned").clone()
+        self.replays.lock().clone()
     }
 }

@@ -14,13 +14,14 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use goose::{metrics::GooseRequestMetric, prelude::*};
+use parking_lot::Mutex;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
 use serde_json::json;
@@ -218,7 +219,6 @@ async fn bearer(user: &mut GooseUser, shared: &Shared) -> Result<String, Box<Tra
     let cached = shared
         .tokens
         .lock()
-        .expect("not poisoned")
         .get(&index)
         .filter(|t| t.renew_at > now)
         .cloned();
@@ -277,11 +277,7 @@ async fn bearer(user: &mut GooseUser, shared: &Shared) -> Result<String, Box<Tra
                     bearer: issued.access_token,
                     renew_at: Instant::now() + life.saturating_sub(TOKEN_MARGIN.min(life / 2)),
                 };
-                shared
-                    .tokens
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(index, token.clone());
+                shared.tokens.lock().insert(index, token.clone());
                 session(user, shared).token = Some(token.clone());
                 shared
                     .recorder
@@ -315,11 +311,7 @@ async fn bearer(user: &mut GooseUser, shared: &Shared) -> Result<String, Box<Tra
 /// Forgets the user's token (after a 401), so the next action logs in again.
 fn forget_token(user: &mut GooseUser, shared: &Shared) {
     session(user, shared).token = None;
-    shared
-        .tokens
-        .lock()
-        .expect("not poisoned")
-        .remove(&user.weighted_users_index);
+    shared.tokens.lock().remove(&user.weighted_users_index);
 }
 
 /// The Retry-After of a response, in seconds.

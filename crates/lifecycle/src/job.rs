@@ -8,9 +8,11 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
+
+use parking_lot::Mutex;
 
 /// Identifies one supervised job for the lifetime of its [`Lifecycle`](crate::Lifecycle).
 ///
@@ -117,10 +119,10 @@ pub struct JobInfo {
 
 /// The shared state behind every clone of a [`Lifecycle`](crate::Lifecycle).
 ///
-/// Both maps sit behind a `std::sync::Mutex`, not a tokio one: every critical section
-/// is a map lookup or insert that never `.await`s, and `jobs()` / `record_metrics()`
-/// must be callable from synchronous code. Poisoning is ignored on purpose: nothing
-/// panics while holding these locks, and a debug snapshot is better than a second panic.
+/// Both maps sit behind a synchronous (`parking_lot`) mutex, not a tokio one: every
+/// critical section is a map lookup or insert that never `.await`s, and `jobs()` /
+/// `record_metrics()` must be callable from synchronous code. `parking_lot` locks do not
+/// poison: a panic elsewhere never turns a debug snapshot into a second panic.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     next_id: AtomicU64,
@@ -131,14 +133,6 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    fn jobs(&self) -> MutexGuard<'_, BTreeMap<JobId, JobInfo>> {
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn tasks(&self) -> MutexGuard<'_, BTreeMap<u64, String>> {
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn next_id(&self) -> u64 {
         // Relaxed is enough: the counter only has to hand out distinct numbers.
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -159,13 +153,13 @@ impl Registry {
             last_success: None,
             last_error: None,
         };
-        self.jobs().insert(id, info);
+        self.jobs.lock().insert(id, info);
         id
     }
 
     /// Records one run of a periodic job: `Ok` for success, `Err(message)` for a failure.
     pub(crate) fn record_run(&self, id: JobId, outcome: Result<(), String>) {
-        if let Some(job) = self.jobs().get_mut(&id) {
+        if let Some(job) = self.jobs.lock().get_mut(&id) {
             job.runs += 1;
             match outcome {
                 Ok(()) => job.last_success = Some(SystemTime::now()),
@@ -179,7 +173,7 @@ impl Registry {
 
     /// Marks a job as ended.
     pub(crate) fn finish(&self, id: JobId, state: JobState, error: Option<String>) {
-        if let Some(job) = self.jobs().get_mut(&id) {
+        if let Some(job) = self.jobs.lock().get_mut(&id) {
             job.state = state;
             job.finished_at = Some(SystemTime::now());
             if error.is_some() {
@@ -190,12 +184,12 @@ impl Registry {
 
     /// One job, if the id is known.
     pub(crate) fn job(&self, id: JobId) -> Option<JobInfo> {
-        self.jobs().get(&id).cloned()
+        self.jobs.lock().get(&id).cloned()
     }
 
     /// Every job, sorted by name (then by id, for jobs that share a name).
     pub(crate) fn snapshot(&self) -> Vec<JobInfo> {
-        let mut jobs: Vec<JobInfo> = self.jobs().values().cloned().collect();
+        let mut jobs: Vec<JobInfo> = self.jobs.lock().values().cloned().collect();
         jobs.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         jobs
     }
@@ -209,7 +203,7 @@ impl Registry {
             .filter(|job| job.state == JobState::Running)
             .map(|job| job.name)
             .collect();
-        let mut tasks: Vec<String> = self.tasks().values().cloned().collect();
+        let mut tasks: Vec<String> = self.tasks.lock().values().cloned().collect();
         tasks.sort();
         names.extend(tasks);
         names
@@ -218,7 +212,7 @@ impl Registry {
     /// Remembers a running `spawn_task` task until the returned guard is dropped.
     pub(crate) fn track_task(self: &Arc<Self>, name: String) -> TaskGuard {
         let id = self.next_id();
-        self.tasks().insert(id, name);
+        self.tasks.lock().insert(id, name);
         TaskGuard {
             registry: Arc::clone(self),
             id,
@@ -238,7 +232,7 @@ pub(crate) struct TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.registry.tasks().remove(&self.id);
+        self.registry.tasks.lock().remove(&self.id);
     }
 }
 

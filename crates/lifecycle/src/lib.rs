@@ -4,7 +4,8 @@
 //! detached `tokio::spawn` whose `JoinHandle` is dropped keeps running after
 //! everyone has forgotten it, is cut off mid-write when the runtime drops, or holds a
 //! pool connection forever. This crate is the one place in the workspace allowed to
-//! spawn (`clippy.toml` forbids `tokio::spawn` everywhere else), so every task has:
+//! spawn (`clippy.toml` forbids `tokio::spawn`, and spawning on a `TaskTracker` or
+//! `JoinSet` of one's own, everywhere else), so every task has:
 //!
 //! * **an owner**: a [`Lifecycle`] holding one root [`CancellationToken`] and one
 //!   [`TaskTracker`](tokio_util::task::TaskTracker);

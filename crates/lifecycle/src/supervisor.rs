@@ -210,10 +210,10 @@ impl Lifecycle {
     ///
     /// Blocking work cannot be cancelled (pitfall 3): keep each call short, and put a
     /// timeout around the `JoinHandle` if the caller has a deadline.
-    // Why the allow: this is one of the two places in the workspace that may spawn.
-    // `TaskTracker::spawn_blocking` is not on clippy.toml's list today, but it spawns
-    // all the same, and this is where it belongs if the list grows.
-    #[allow(clippy::disallowed_methods)]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the supervisor itself: one of the two places in the workspace that may spawn"
+    )]
     pub fn spawn_blocking<F, R>(&self, f: F) -> JoinHandle<R>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -318,11 +318,10 @@ impl Lifecycle {
     }
 
     /// Spawns `fut` as a task counted by the tracker.
-    // Why the allow: this is one of the two places in the workspace that may spawn
-    // (the other is `spawn_blocking`). `TaskTracker::spawn` is not on clippy.toml's
-    // list today, but it spawns all the same, and this is where it belongs if the
-    // list grows.
-    #[allow(clippy::disallowed_methods)]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the supervisor itself: one of the two places in the workspace that may spawn (the other is `spawn_blocking`)"
+    )]
     fn spawn_tracked<Fut>(&self, fut: Fut) -> JoinHandle<Fut::Output>
     where
         Fut: Future + Send + 'static,

@@ -14,11 +14,12 @@
 //!
 //! All of it is the stable tokio API (no `tokio_unstable`); busy time needs 64-bit atomics.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Busy time of all workers at the previous sample, for the ratio. A `std` mutex: it is
-/// held for a few instructions and never across an `.await`.
+use parking_lot::Mutex;
+
+/// Busy time of all workers at the previous sample, for the ratio. A synchronous
+/// (`parking_lot`) mutex: it is held for a few instructions and never across an `.await`.
 static LAST_BUSY: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 
 /// Records every gauge once. Tokio gauges are skipped outside a runtime, process gauges
@@ -45,10 +46,7 @@ pub fn sample() {
     {
         let busy: Duration = (0..workers).map(|i| m.worker_total_busy_duration(i)).sum();
         let now = Instant::now();
-        let previous = LAST_BUSY
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .replace((now, busy));
+        let previous = LAST_BUSY.lock().replace((now, busy));
         if let Some(ratio) = previous.and_then(|p| busy_ratio(p, (now, busy), workers)) {
             metrics::gauge!("tokio_worker_busy_ratio").set(ratio);
         }

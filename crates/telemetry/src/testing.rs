@@ -15,11 +15,7 @@
 //!
 //! The server task lives in the receiver's own `JoinSet`: dropping the receiver stops it.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse};
 use opentelemetry_proto::tonic::{
@@ -30,6 +26,7 @@ use opentelemetry_proto::tonic::{
     common::v1::any_value,
     trace::v1::Span,
 };
+use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::{net::TcpListener, task::JoinSet};
 
@@ -107,12 +104,12 @@ impl Store {
                 }
             }
         }
-        self.0.lock().expect("store lock").extend(received);
+        self.0.lock().extend(received);
     }
 
     /// A copy of every span received so far.
     pub fn spans(&self) -> Vec<Exported> {
-        self.0.lock().expect("store lock").clone()
+        self.0.lock().clone()
     }
 
     /// The first span named `name`; panics listing what was received if there is none.
@@ -179,6 +176,10 @@ impl OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut server = JoinSet::new();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test support: the receiver owns its JoinSet, so dropping it aborts the server"
+        )]
         server.spawn(async move {
             axum::serve(listener, app)
                 .await
@@ -213,6 +214,10 @@ impl OtlpReceiver {
         let addr = listener.local_addr().expect("addr");
         let service = TraceServiceServer::new(Receiver(store.clone()));
         let mut server = JoinSet::new();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test support: the receiver owns its JoinSet, so dropping it aborts the server"
+        )]
         server.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)

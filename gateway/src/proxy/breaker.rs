@@ -11,9 +11,11 @@
 //! back in `Drop`, so the breaker can never get stuck half-open with phantom probes.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 const BUCKETS: usize = 10;
 
@@ -59,7 +61,8 @@ struct Inner {
     config: BreakerConfig,
     bucket_len: Duration,
     started: Instant,
-    // std mutex: held for a few arithmetic operations, never across an `.await`.
+    // A synchronous (parking_lot, never poisoned) mutex, not a tokio one: held for a
+    // few arithmetic operations, never across an `.await`.
     state: Mutex<State>,
 }
 
@@ -107,7 +110,7 @@ impl CircuitBreaker {
 
     /// A permit, or how long until the breaker may let a request through.
     pub fn acquire(&self) -> Result<BreakerPermit, Duration> {
-        let mut state = self.inner.state.lock().expect("breaker poisoned");
+        let mut state = self.inner.state.lock();
         let now = Instant::now();
         if let Phase::Open { until } = state.phase {
             if now < until {
@@ -144,15 +147,12 @@ impl CircuitBreaker {
 
     /// Whether the breaker is closed (for tests and /readyz).
     pub fn is_closed(&self) -> bool {
-        matches!(
-            self.inner.state.lock().expect("breaker poisoned").phase,
-            Phase::Closed
-        )
+        matches!(self.inner.state.lock().phase, Phase::Closed)
     }
 
     fn record(&self, probe: bool, outcome: Option<bool>) {
         let config = &self.inner.config;
-        let mut state = self.inner.state.lock().expect("breaker poisoned");
+        let mut state = self.inner.state.lock();
         let now = Instant::now();
         match (&mut state.phase, probe) {
             (

@@ -29,8 +29,11 @@ mod leaky {
     /// Starts the refresher after a config reload.
     // This is the bug, on purpose: the JoinHandle is dropped, so nothing can ever stop
     // this loop; the next reload starts another one beside it.
-    #[allow(clippy::disallowed_methods)]
     pub(super) fn start_refresher(refreshes: Arc<AtomicU64>) {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the leaky variant: a detached loop, on purpose"
+        )]
         drop(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(REFRESH_EVERY);
             loop {

@@ -62,12 +62,15 @@ mod leaky {
     /// `POST /orders`, fire-and-forget style.
     // This is the bug, on purpose: the receipt is spawned and forgotten, so it outlives
     // the request, abandoned or not, and one more piles up per request.
-    #[allow(clippy::disallowed_methods)]
     pub(super) async fn place_order(State(app): State<App>) -> StatusCode {
         let _in_flight = app.in_flight.enter();
         app.next_order.fetch_add(1, Ordering::Relaxed);
         // The leaked task never hears about shutdown either: a fresh token nobody cancels.
         let receipts = app.receipts.clone();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the leaky variant: fire-and-forget from a handler, on purpose"
+        )]
         drop(tokio::spawn(async move {
             let _pending = receipts.enter();
             send_receipt(CancellationToken::new()).await;
@@ -157,25 +160,19 @@ pub(super) async fn run(variant: Variant, config: &LabConfig) -> anyhow::Result<
     // Let the server task start before the baseline is read.
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    let statuses = Arc::new(std::sync::Mutex::new(Vec::<Option<u16>>::new()));
+    let statuses = Arc::new(parking_lot::Mutex::new(Vec::<Option<u16>>::new()));
     let alive_before = shop_lifecycle::alive_tasks();
     let burst =
         futures::future::join_all((0..config.iterations).map(|_| client_request(&client, addr)))
             .await;
-    statuses
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(burst);
+    statuses.lock().extend(burst);
     probe.wait_idle(Duration::from_secs(1)).await;
     let alive_after_workload = shop_lifecycle::alive_tasks();
     let detector = observe(&probe, &config.sampling, || {
         let (client, statuses) = (client.clone(), Arc::clone(&statuses));
         async move {
             let status = client_request(&client, addr).await;
-            statuses
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(status);
+            statuses.lock().push(status);
         }
     })
     .await;
@@ -187,7 +184,7 @@ pub(super) async fn run(variant: Variant, config: &LabConfig) -> anyhow::Result<
         alive_after_workload,
         &detector,
     );
-    let statuses = std::mem::take(&mut *statuses.lock().unwrap_or_else(|e| e.into_inner()));
+    let statuses = std::mem::take(&mut *statuses.lock());
     let gave_up = statuses.iter().filter(|s| s.is_none()).count();
     let shed = statuses.iter().filter(|s| **s == Some(503)).count();
     report.notes.push(format!(

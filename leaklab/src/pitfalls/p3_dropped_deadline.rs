@@ -91,9 +91,12 @@ mod leaky {
     /// The request: a deadline around the wrong thing.
     // This is the bug, on purpose: the deadline covers waiting for the JoinHandle, so
     // when it passes only the waiting stops; the spawned placement goes on alone.
-    #[allow(clippy::disallowed_methods)]
     pub(super) async fn place_order(p: Placement, in_flight: Gauge) -> Outcome {
         let _in_flight = in_flight.enter();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the leaky variant: the deadline covers only the wait, on purpose"
+        )]
         let placement = tokio::spawn(place_statement_by_statement(p));
         match tokio::time::timeout(DEADLINE, placement).await {
             Err(_elapsed) => Outcome::TimedOut,
@@ -226,16 +229,13 @@ pub(super) async fn run(variant: Variant, config: &LabConfig) -> anyhow::Result<
     )
     .await;
     let alive_after_workload = shop_lifecycle::alive_tasks();
-    let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let later = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let detector = observe(&probe, &config.sampling, || {
         let (placement, in_flight, later) =
             (placement.clone(), probe.in_flight.clone(), later.clone());
         async move {
             let outcome = request(variant, &placement, &in_flight).await;
-            later
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(outcome);
+            later.lock().push(outcome);
         }
     })
     .await;
@@ -247,9 +247,7 @@ pub(super) async fn run(variant: Variant, config: &LabConfig) -> anyhow::Result<
         &detector,
     );
     let mut outcomes = outcomes;
-    outcomes.extend(std::mem::take(
-        &mut *later.lock().unwrap_or_else(|e| e.into_inner()),
-    ));
+    outcomes.extend(std::mem::take(&mut *later.lock()));
     let placed = outcomes.iter().filter(|o| **o == Outcome::Placed).count();
     let timed_out = outcomes.iter().filter(|o| **o == Outcome::TimedOut).count();
     let mut errors: Vec<&str> = outcomes

@@ -35,7 +35,6 @@ mod leaky {
     /// The job's loop: one tick, one spawned run.
     // This is the bug, on purpose: a task per tick, never awaited, so runs overlap and
     // pile up whenever the work is slower than the period.
-    #[allow(clippy::disallowed_methods)]
     pub(super) async fn tick_loop(
         token: CancellationToken,
         runs: Gauge,
@@ -46,6 +45,10 @@ mod leaky {
             tokio::select! {
                 () = token.cancelled() => return Ok(()),
                 _ = ticks.tick() => {
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "the leaky variant: a task per tick, never awaited, on purpose"
+                    )]
                     drop(tokio::spawn(build_report(runs.clone(), max_runs.clone())));
                 }
             }

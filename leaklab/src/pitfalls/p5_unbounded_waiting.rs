@@ -38,7 +38,10 @@ mod leaky {
     /// The queue between handlers and the worker.
     // This is the bug, on purpose: an unbounded channel, so nothing ever says "full"
     // and every request waits, however many are already waiting.
-    #[allow(clippy::disallowed_methods)]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the leaky variant: an unbounded queue, on purpose"
+    )]
     pub(super) fn job_queue() -> (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>) {
         mpsc::unbounded_channel()
     }
@@ -143,12 +146,12 @@ pub(super) async fn run(variant: Variant, config: &LabConfig) -> anyhow::Result<
     )
     .await;
     let alive_after_workload = shop_lifecycle::alive_tasks();
-    let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let later = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let detector = observe(&probe, &config.sampling, || {
         let (pool, probe, jobs, later) = (pool.clone(), probe.clone(), jobs.clone(), later.clone());
         async move {
             let status = request(pool, probe, jobs).await;
-            later.lock().unwrap_or_else(|e| e.into_inner()).push(status);
+            later.lock().push(status);
         }
     })
     .await;
@@ -159,9 +162,7 @@ pub(super) async fn run(variant: Variant, config: &LabConfig) -> anyhow::Result<
         alive_after_workload,
         &detector,
     );
-    statuses.extend(std::mem::take(
-        &mut *later.lock().unwrap_or_else(|e| e.into_inner()),
-    ));
+    statuses.extend(std::mem::take(&mut *later.lock()));
     let count = |status| statuses.iter().filter(|s| **s == status).count();
     report.notes.push(format!(
         "{} requests on an exhausted pool: {} accepted into the queue, {} shed with 503",

@@ -16,10 +16,11 @@
 //! was rather than make it flap under a trickle of requests.
 
 use std::sync::{
-    Arc, Mutex,
+    Arc,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
+use parking_lot::Mutex;
 use shop_lifecycle::leak::{LeakDetector, LeakSample, LeakVerdict};
 
 /// Samples the detector judges: 12 × `METRICS_SAMPLE_INTERVAL` (1 min by default).
@@ -35,7 +36,8 @@ pub struct LeakAlarm {
 
 #[derive(Debug)]
 struct Inner {
-    /// A `std` mutex: held for one `observe` (a few comparisons), never across an `.await`.
+    /// A synchronous (parking_lot) mutex, not a tokio one: held for one `observe` (a few
+    /// comparisons), never across an `.await`.
     detector: Mutex<LeakDetector>,
     /// Whether the alarm is raised (see the module docs for when it changes).
     raised: AtomicBool,
@@ -83,12 +85,7 @@ impl LeakAlarm {
             waiters,
             in_flight: self.in_flight(),
         };
-        let verdict = self
-            .inner
-            .detector
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .observe(sample);
+        let verdict = self.inner.detector.lock().observe(sample);
         match &verdict {
             LeakVerdict::Leaking { signal, from, to } => {
                 if !self.inner.raised.swap(true, Ordering::Relaxed) {
@@ -123,11 +120,7 @@ impl LeakAlarm {
 
     /// The detector's verdict over its current window.
     pub fn verdict(&self) -> LeakVerdict {
-        self.inner
-            .detector
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .verdict()
+        self.inner.detector.lock().verdict()
     }
 }
 

@@ -34,12 +34,13 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shop_lifecycle::{CancellationToken, Lifecycle};
@@ -106,8 +107,8 @@ struct Inner {
     leaked_total: AtomicU64,
     capped_total: AtomicU64,
     next_window: AtomicU64,
-    /// The open window, or the last one. A `std` mutex: held for a few field reads
-    /// and writes, never across an `.await`.
+    /// The open window, or the last one. A synchronous (parking_lot) mutex, not a tokio
+    /// one: held for a few field reads and writes, never across an `.await`.
     window: Mutex<Option<Window>>,
 }
 
@@ -364,11 +365,8 @@ impl LeakDemo {
         leaky::audit_product_view(record, alive, inner.task_lifetime);
     }
 
-    fn lock_window(&self) -> std::sync::MutexGuard<'_, Option<Window>> {
-        self.inner
-            .window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_window(&self) -> MutexGuard<'_, Option<Window>> {
+        self.inner.window.lock()
     }
 }
 
@@ -412,8 +410,11 @@ mod leaky {
     // for it, and one more piles up per request while the sink is stalled. It is the one
     // bare `tokio::spawn` in the services, reachable only while a leak demo window is
     // open, which only `LEAK_DEMO=1` allows.
-    #[allow(clippy::disallowed_methods)]
     pub(super) fn audit_product_view(record: AuditRecord, alive: AliveGuard, stall: Duration) {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the leak demo: a detached send, on purpose (LEAK_DEMO=1 only)"
+        )]
         drop(tokio::spawn(async move {
             let _alive = alive;
             send_to_stalled_sink(record, stall).await;

@@ -1,12 +1,13 @@
 //! What `record_metrics` exports: the numbers a leak alert is written against.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
     Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
+use parking_lot::Mutex;
 use shop_lifecycle::{Lifecycle, PeriodicConfig};
 
 /// Gauge values by `name{label=value,...}`.
@@ -26,23 +27,13 @@ struct CapturedGauge {
 
 impl GaugeFn for CapturedGauge {
     fn increment(&self, value: f64) {
-        *self
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() += value;
+        *self.values.lock().entry(self.key.clone()).or_default() += value;
     }
     fn decrement(&self, value: f64) {
-        *self
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() -= value;
+        *self.values.lock().entry(self.key.clone()).or_default() -= value;
     }
     fn set(&self, value: f64) {
-        self.values.lock().unwrap().insert(self.key.clone(), value);
+        self.values.lock().insert(self.key.clone(), value);
     }
 }
 
@@ -81,7 +72,7 @@ async fn record_metrics_exports_job_state_and_task_counts() {
 
     let capture = GaugeCapture::default();
     metrics::with_local_recorder(&capture, || lifecycle.record_metrics());
-    let values = capture.values.lock().unwrap().clone();
+    let values = capture.values.lock().clone();
     let value = |key: &str| {
         *values
             .get(key)

@@ -4,8 +4,9 @@
 //! connection, a background flush) were the child of the request that happened to spawn
 //! it, that request's span would stay open, and unexported, for the task's whole life.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use shop_lifecycle::Lifecycle;
 use tracing::{Subscriber, span};
 use tracing_subscriber::{Layer, layer::Context, prelude::*, registry::LookupSpan};
@@ -17,7 +18,7 @@ struct Closed(Arc<Mutex<Vec<String>>>);
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Closed {
     fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(&id) {
-            self.0.lock().unwrap().push(span.name().to_owned());
+            self.0.lock().push(span.name().to_owned());
         }
     }
 }
@@ -40,14 +41,14 @@ async fn a_long_task_spawned_in_a_request_span_lets_the_request_span_close() {
     drop(request);
     tokio::task::yield_now().await;
     assert_eq!(
-        *closed.0.lock().unwrap(),
+        *closed.0.lock(),
         ["request"],
         "the request span closed while its task still runs"
     );
 
     lifecycle.token().cancel();
     task.await.unwrap();
-    assert!(closed.0.lock().unwrap().contains(&"task".to_owned()));
+    assert!(closed.0.lock().contains(&"task".to_owned()));
 }
 
 #[tokio::test]
@@ -81,7 +82,7 @@ async fn a_connection_task_is_tracked_like_any_task_but_its_span_is_debug() {
     assert!(report.is_clean(), "awaited at shutdown: {report:?}");
     assert!(task.is_finished());
     assert_eq!(
-        *closed.0.lock().unwrap(),
+        *closed.0.lock(),
         ["request"],
         "at INFO, the connection task has no span of its own"
     );

@@ -4,13 +4,10 @@
 
 #![allow(dead_code)] // Each test uses part of the harness.
 
-use std::{
-    io::Write,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::{io::Write, net::SocketAddr, sync::Arc};
 
 use axum::{Json, Router, extract::Path, http::StatusCode, routing::get};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 #[allow(unused_imports)] // Re-exported for the tests that need them.
 pub use shop_telemetry::testing::{Exported, OtlpReceiver, Store, hex, names};
@@ -60,6 +57,10 @@ impl Harness {
     pub async fn serve(&mut self, app: Router) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test harness: the Harness owns the JoinSet, so the server ends with the test"
+        )]
         self.tasks.spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
@@ -114,7 +115,7 @@ pub struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture lock").extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -125,7 +126,7 @@ impl Write for Capture {
 impl Capture {
     /// Everything written so far.
     pub fn text(&self) -> String {
-        String::from_utf8(self.0.lock().expect("capture lock").clone()).expect("utf-8 logs")
+        String::from_utf8(self.0.lock().clone()).expect("utf-8 logs")
     }
 
     /// Every line, parsed as JSON (panics on a line that is not).

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     num::NonZeroU32,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -16,6 +16,7 @@ use governor::{
     middleware::StateInformationMiddleware,
     state::keyed::DefaultKeyedStateStore,
 };
+use parking_lot::Mutex;
 
 use super::{
     policy::{Policies, Policy, PolicyKind},
@@ -83,8 +84,8 @@ pub struct RateLimiter {
 struct Inner {
     policies: Policies,
     local: [LocalLimiter; 3],
-    // A std mutex, not a tokio one: it is held for a map lookup only, never across
-    // an `.await`.
+    // A synchronous mutex, not a tokio one: it is held for a map lookup only, never
+    // across an `.await`. parking_lot's, which never poisons (no panic per request).
     leases: Mutex<HashMap<(PolicyKind, String), Lease>>,
     redis: redis::aio::ConnectionManager,
     script: GcraScript,
@@ -182,7 +183,7 @@ impl RateLimiter {
         // 2. A lease of tokens taken earlier from Redis.
         let lease_size = policy.lease_size();
         if lease_size > 1 {
-            let mut leases = inner.leases.lock().expect("lease map poisoned");
+            let mut leases = inner.leases.lock();
             if let Some(lease) = leases.get_mut(&(kind, key.clone()))
                 && lease.tokens > 0
                 && lease.expires > Instant::now()
@@ -231,7 +232,6 @@ impl RateLimiter {
                     inner
                         .leases
                         .lock()
-                        .expect("lease map poisoned")
                         .entry((kind, key))
                         .and_modify(|lease| {
                             if lease.expires <= Instant::now() {
@@ -338,7 +338,6 @@ impl RateLimiter {
         self.inner
             .leases
             .lock()
-            .expect("lease map poisoned")
             .retain(|_, lease| lease.expires > now);
         metrics::gauge!("gateway_ratelimit_tracked_clients")
             .set(self.inner.local.iter().map(|l| l.len()).sum::<usize>() as f64);

@@ -9,9 +9,10 @@
 
 use std::{
     fmt::Display,
-    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -23,8 +24,9 @@ enum State {
 /// A consecutive-failure breaker with a cooldown and a single half-open probe.
 #[derive(Debug)]
 pub(crate) struct Breaker {
-    // A std Mutex, not a tokio one: it guards a few bytes, is never held across an
-    // `.await`, and is cheaper than an async lock on the hot path.
+    // A synchronous (parking_lot, never poisoned) Mutex, not a tokio one: it guards a
+    // few bytes, is never held across an `.await`, and is cheaper than an async lock on
+    // the hot path.
     state: Mutex<State>,
     failures_to_open: u32,
     cooldown: Duration,
@@ -40,17 +42,10 @@ impl Breaker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is always valid, even if a holder panicked.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Whether a Redis call may be tried now. In HalfOpen only the probe may; a probe
     /// that never reported (its future was dropped) is replaced after one cooldown.
     pub(crate) fn allow(&self) -> bool {
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         let now = Instant::now();
         match *state {
             State::Closed { .. } => true,
@@ -69,7 +64,7 @@ impl Breaker {
 
     /// A Redis call succeeded.
     pub(crate) fn on_success(&self) {
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         if !matches!(*state, State::Closed { .. }) {
             tracing::info!("cache recovered: Redis answers again, L2 back in use");
             metrics::gauge!("cache_degraded").set(0.0);
@@ -79,7 +74,7 @@ impl Breaker {
 
     /// A Redis call failed or timed out.
     pub(crate) fn on_failure(&self, error: &dyn Display) {
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         let open = State::Open {
             until: Instant::now() + self.cooldown,
         };
@@ -108,7 +103,7 @@ impl Breaker {
 
     /// Whether Redis is being bypassed (Open or HalfOpen).
     pub(crate) fn is_degraded(&self) -> bool {
-        !matches!(*self.lock(), State::Closed { .. })
+        !matches!(*self.state.lock(), State::Closed { .. })
     }
 }
 
