@@ -1,5 +1,6 @@
 //! The test harness: a gateway in-process (or as a process), a programmable stub
-//! upstream, test users, private Redis servers, and child-process guards.
+//! upstream, test users; the shared test kit (`shop_testkit`: `eventually`, ports,
+//! child-process guards, private Redis servers) re-exported.
 
 use std::{
     net::SocketAddr,
@@ -22,7 +23,8 @@ use serde_json::json;
 use shop_gateway::{Application, Config};
 use shop_lifecycle::Lifecycle;
 pub use shop_testkit::{
-    ChildGuard, database_url, free_port, redis_url, seed_orders, sibling_binary, wait_for_port,
+    ChildGuard, PrivateRedis, database_url, eventually, eventually_ok, free_port, redis_url,
+    seed_orders, sibling_binary, wait_for_port,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -245,28 +247,6 @@ pub async fn spawn_stub(lifecycle: &Lifecycle) -> (String, Stub) {
     (url, stub)
 }
 
-/// A private `redis-server` on a free port, nothing saved to disk.
-pub fn start_redis(port: u16) -> ChildGuard {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let guard = ChildGuard::new(child);
-    wait_for_port(port);
-    guard
-}
-
 /// Seeds the test database with `orders seed` (3 products, users `user1`/`user2`) and
 /// starts the real `orders serve` process; `env` adds to (or overrides) its environment.
 /// Its stdout (the log) goes to `log` if given, else nowhere.
@@ -330,31 +310,10 @@ pub fn spawn_gateway_process(
     (port, guard)
 }
 
-/// Sends SIGTERM to process `pid`.
-pub fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Sends SIGTERM to `child` and waits (up to 30 s, without blocking the runtime: the
-/// test's own servers may need it meanwhile) for it to exit; true if it exited 0.
+/// Sends SIGTERM to `child` and waits (up to 30 s) for it to exit; true if it exited 0.
 pub async fn terminate(child: &mut ChildGuard) -> bool {
-    sigterm(child.pid());
-    let mut process = child.0.take().unwrap();
-    for _ in 0..600 {
-        if let Some(status) = process.try_wait().unwrap() {
-            return status.success();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = process.kill();
-    panic!(
-        "process {} did not exit within 30 s of SIGTERM",
-        process.id()
-    );
+    child.sigterm();
+    child.exit_within(Duration::from_secs(30)).await.success()
 }
 
 /// The usual setup: a stub upstream and an in-process gateway in front of it, with

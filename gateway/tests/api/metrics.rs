@@ -7,27 +7,31 @@ use serde_json::json;
 use shop_telemetry::testing::metric_names;
 use sqlx::PgPool;
 
-use crate::helpers::{first_product, login, spawn_gateway_process, spawn_orders};
+use crate::helpers::{eventually_ok, first_product, login, spawn_gateway_process, spawn_orders};
 
 /// Scrapes `url` until every name in `expected` is present (the sampler runs every
-/// 100 ms), then asserts, naming what is missing.
+/// 100 ms); fails naming what is still missing.
 async fn assert_exports(service: &str, url: &str, expected: &[&str]) {
     let client = reqwest::Client::new();
-    let mut missing = Vec::new();
-    for _ in 0..50 {
-        let text = client.get(url).send().await.unwrap().text().await.unwrap();
-        let names = metric_names(&text);
-        missing = expected
-            .iter()
-            .filter(|name| !names.contains(**name))
-            .copied()
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{service} /metrics lacks {missing:?}");
+    eventually_ok(
+        Duration::from_secs(10),
+        &format!("{service} /metrics exports every expected metric"),
+        async || {
+            let text = client.get(url).send().await.unwrap().text().await.unwrap();
+            let names = metric_names(&text);
+            let missing: Vec<&str> = expected
+                .iter()
+                .filter(|name| !names.contains(**name))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{service} /metrics lacks {missing:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 const EVERY_SERVICE: &[&str] = &[

@@ -5,7 +5,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::helpers::{
-    TestGateway, free_port, gateway_with_stub, spawn_gateway, spawn_stub, start_redis, test_config,
+    PrivateRedis, TestGateway, eventually_ok, gateway_with_stub, spawn_gateway, spawn_stub,
+    test_config,
 };
 
 async fn get_product(gateway: &TestGateway, extra: Option<(&str, &str)>) -> reqwest::Response {
@@ -161,10 +162,9 @@ async fn when_redis_stops_local_limiting_continues_without_5xx_and_shared_limiti
 ) {
     let lifecycle = shop_lifecycle::Lifecycle::new();
     let (orders, _stub) = spawn_stub(&lifecycle).await;
-    let port = free_port();
-    let redis = start_redis(port);
+    let mut redis = PrivateRedis::start().await;
     let mut config = test_config(&pool, &orders);
-    config.redis_url = format!("redis://127.0.0.1:{port}");
+    config.redis_url = redis.url();
     config.rate_limit_default = "4/m".parse().unwrap();
     // The test is the trusted proxy, so it can play several clients.
     config.trusted_proxies = vec!["127.0.0.0/8".into()];
@@ -177,7 +177,7 @@ async fn when_redis_stops_local_limiting_continues_without_5xx_and_shared_limiti
     assert_eq!(allowed(&statuses), 4, "{statuses:?}");
 
     // Redis down: each replica limits on its own (4 each), and never answers 5xx.
-    drop(redis);
+    redis.kill();
     let statuses = alternate(&first, &second, "198.51.100.2", 12).await;
     assert!(
         statuses.iter().all(|s| *s == 200 || *s == 429),
@@ -191,17 +191,17 @@ async fn when_redis_stops_local_limiting_continues_without_5xx_and_shared_limiti
     assert_eq!(rate_limiting_mode(&first).await, "local");
 
     // Redis back: both replicas return to the shared state by themselves.
-    let _redis = start_redis(port);
+    redis.restart().await;
     for gateway in [&first, &second] {
-        let mut mode = String::new();
-        for _ in 0..40 {
-            mode = rate_limiting_mode(gateway).await;
-            if mode == "shared" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert_eq!(mode, "shared", "the limiter recovered by itself");
+        eventually_ok(
+            Duration::from_secs(10),
+            "the limiter recovered by itself (mode `shared`)",
+            async || match rate_limiting_mode(gateway).await {
+                mode if mode == "shared" => Ok(()),
+                mode => Err(format!("mode `{mode}`")),
+            },
+        )
+        .await;
     }
     let statuses = alternate(&first, &second, "198.51.100.3", 8).await;
     assert_eq!(

@@ -4,7 +4,7 @@ use std::{process::Stdio, sync::atomic::Ordering, time::Duration};
 
 use sqlx::PgPool;
 
-use crate::helpers::{gateway_with_stub, sigterm, spawn_gateway_process, spawn_stub};
+use crate::helpers::{eventually, gateway_with_stub, spawn_gateway_process, spawn_stub};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn sigterm_under_traffic_drains_in_flight_requests_and_exits_0(pool: PgPool) {
@@ -19,10 +19,13 @@ async fn sigterm_under_traffic_drains_in_flight_requests_and_exits_0(pool: PgPoo
     let requests = futures::future::join_all(in_flight);
     let terminate = async {
         // Let the requests reach the upstream, then ask the gateway to stop.
-        while stub.hits() < 8 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sigterm(gateway.pid());
+        eventually(
+            Duration::from_secs(30),
+            "the eight requests reach the upstream",
+            async || stub.hits() >= 8,
+        )
+        .await;
+        gateway.sigterm();
     };
     let (responses, ()) = tokio::join!(requests, terminate);
     for response in responses {

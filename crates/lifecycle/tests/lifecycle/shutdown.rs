@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use shop_lifecycle::{JobState, Lifecycle, PeriodicConfig, alive_tasks};
+use shop_testkit::eventually_ok;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_shutdown_the_runtime_alive_task_count_is_back_to_its_baseline() {
@@ -34,15 +35,15 @@ async fn after_shutdown_the_runtime_alive_task_count_is_back_to_its_baseline() {
 
     // A task leaves the tracker a moment before the runtime releases it, so give the
     // workers a generous bound to catch up; a leak never would.
-    let mut alive = alive_tasks();
-    for _ in 0..500 {
-        if alive == baseline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        alive = alive_tasks();
-    }
-    assert_eq!(alive, baseline, "alive tasks are back to the baseline");
+    eventually_ok(
+        Duration::from_secs(5),
+        "alive tasks are back to the baseline",
+        async || match alive_tasks() {
+            alive if alive == baseline => Ok(()),
+            alive => Err(format!("{alive} alive tasks, baseline {baseline}")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashSet,
-    process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::Duration,
 };
@@ -93,72 +92,6 @@ async fn subscribers(url: &str, channel: &str) -> i64 {
 
 fn l2_key(config: &Config, id: Uuid) -> String {
     format!("{}:product:{id}", config.cache_redis_prefix)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A private `redis-server` for fault injection; killed when dropped.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            child: None,
-        };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (again) on the same port and waits until it answers.
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let url = self.url();
-        eventually(Duration::from_secs(10), "the private Redis answers", || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = redis::Client::open(url) else {
-                    return false;
-                };
-                client.get_multiplexed_async_connection().await.is_ok()
-            }
-        })
-        .await;
-    }
-
-    /// SIGKILL: the outage the cache must survive.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[sqlx::test(migrations = "../../migrations")]

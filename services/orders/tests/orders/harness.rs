@@ -1,15 +1,16 @@
-//! `spawn_app`: the real Application on port 0, driven over HTTP.
+//! `spawn_app`: the real Application on port 0, driven over HTTP; the shared test kit
+//! (`shop_testkit`: `eventually`, ports, child guards, a private Redis) re-exported.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop_auth::TokenSigner;
 use shop_lifecycle::{CancellationToken, Lifecycle, ShutdownReport};
 use shop_orders::{AppState, Application, Config};
+pub use shop_testkit::{
+    ChildGuard, PrivateRedis, database_url, eventually, eventually_ok, free_port, redis_url,
+};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -33,8 +34,7 @@ pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.migrate_on_start = false;
-    config.redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    config.redis_url = redis_url();
     config.events_stream = format!("shop:test:{}:events", Uuid::new_v4());
     config.db_max_connections = 8;
     config.db_min_connections = 0;
@@ -191,17 +191,4 @@ pub async fn assert_problem(response: reqwest::Response, status: StatusCode, slu
         "{body}"
     );
     body
-}
-
-/// Waits up to `limit` for `condition`, polling; panics with `what` if it never holds.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

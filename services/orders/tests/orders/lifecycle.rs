@@ -1,7 +1,7 @@
 //! Pitfall 1: shutdown leaves no task behind, and SIGTERM loses no order.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -64,47 +64,22 @@ async fn after_traffic_and_shutdown_the_tracker_is_empty_and_alive_tasks_are_bac
         lifecycle.jobs()
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shop_lifecycle::alive_tasks() > baseline {
-        assert!(
-            Instant::now() < deadline,
-            "alive tasks {} > baseline {baseline}",
-            shop_lifecycle::alive_tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The `orders` process of a test; killed if the test ends early.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn database_url(db: &PgPool) -> String {
-    let name = db.connect_options().get_database().unwrap().to_owned();
-    let base = std::env::var("DATABASE_URL").unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    format!("{server}/{name}")
+    eventually_ok(
+        Duration::from_secs(5),
+        "alive tasks are back to the baseline",
+        async || match shop_lifecycle::alive_tasks() {
+            alive if alive > baseline => Err(format!("alive tasks {alive} > baseline {baseline}")),
+            _ => Ok(()),
+        },
+    )
+    .await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn sigterm_while_orders_are_placed_drains_them_loses_none_and_exits_zero(db: PgPool) {
     let product = create_product(&db, 100_000).await;
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orders"))
+    let child = Command::new(env!("CARGO_BIN_EXE_orders"))
         .arg("serve")
         .env("ORDERS_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", database_url(&db))
@@ -117,19 +92,16 @@ async fn sigterm_while_orders_are_placed_drains_them_loses_none_and_exits_zero(d
         .stdout(Stdio::null())
         .spawn()
         .expect("orders starts");
-    let pid = child.id();
+    // Killed if the test ends early.
+    let mut child = ChildGuard::new(child);
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "orders did not come up"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "orders exited early");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let guard = Process(child);
+    eventually(Duration::from_secs(20), "orders comes up", async || {
+        let up = client.get(format!("{base}/healthz")).send().await.is_ok();
+        assert!(up || !child.has_exited(), "orders exited early");
+        up
+    })
+    .await;
 
     let signer =
         shop_auth::TokenSigner::from_pem(DEV_PRIVATE_KEY, "dev", Duration::from_secs(600)).unwrap();
@@ -141,11 +113,7 @@ async fn sigterm_while_orders_are_placed_drains_them_loses_none_and_exits_zero(d
     // Eight clients place orders; SIGTERM lands in the middle of it.
     'outer: for round in 0.. {
         if !terminated && Instant::now() > stop_at {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .unwrap();
+            child.sigterm();
             terminated = true;
         }
         let results = join_all((0..8).map(|i| {
@@ -172,18 +140,7 @@ async fn sigterm_while_orders_are_placed_drains_them_loses_none_and_exits_zero(d
         assert!(round < 100_000);
     }
 
-    let mut child = guard;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orders did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = child.exit_within(Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(!placed.is_empty());
 

@@ -1,9 +1,6 @@
 //! The outbox relay: every placed order reaches the stream, at least once, never lost.
 
-use std::{
-    collections::BTreeSet,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -58,14 +55,12 @@ async fn every_placed_order_reaches_the_stream_with_its_outbox_id(db: PgPool) {
             .await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while unpublished(&db).await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not publish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the relay publishes every outbox row",
+        async || unpublished(&db).await == 0,
+    )
+    .await;
     let published: BTreeSet<i64> =
         stream_outbox_ids(&app.state.config.redis_url, &app.state.config.events_stream)
             .await

@@ -118,18 +118,22 @@ async fn clients_that_disconnect_mid_request_leave_no_connection_or_task_behind(
     lock.rollback().await.unwrap();
 
     // Whatever ran on is bounded by the request deadline; then pool and tasks are back.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let in_use = app.state.db.size() - app.state.db.num_idle() as u32;
-        if in_use == 0 && app.state.lifecycle.tracked_tasks() == jobs {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{in_use} connections still in use"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_ok(
+        Duration::from_secs(15),
+        "no connection in use and only the jobs' tasks tracked",
+        async || {
+            let in_use = app.state.db.size() - app.state.db.num_idle() as u32;
+            let tracked = app.state.lifecycle.tracked_tasks();
+            if in_use == 0 && tracked == jobs {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{in_use} connections still in use, {tracked} tasks tracked (jobs: {jobs})"
+                ))
+            }
+        },
+    )
+    .await;
     // Every order that was placed is whole: one line and one event each.
     let orders = count(&db, "orders").await;
     assert_eq!(count(&db, "order_items").await, orders);
