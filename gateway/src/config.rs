@@ -57,6 +57,19 @@ pub struct Config {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
 
+    /// How long a login waits for a Postgres connection before failing (pitfall 5: never
+    /// wait forever on a pool).
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Age after which a Postgres connection is closed and replaced.
+    #[arg(long, env = "DATABASE_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub database_max_lifetime: Duration,
+
+    /// Idle time after which a Postgres connection is closed.
+    #[arg(long, env = "DATABASE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub database_idle_timeout: Duration,
+
     /// Redis URL (shared rate-limit state). Secret: never logged.
     #[arg(
         long,

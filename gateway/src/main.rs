@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck) = cli.command {
         std::process::exit(i32::from(
-            !shop_gateway::startup::healthcheck(&cli.config).await,
+            !shop_gateway::healthcheck::healthcheck(&cli.config).await,
         ));
     }
     let telemetry = shop_telemetry::init("gateway")?;

@@ -8,6 +8,9 @@
 //! `kid`, the RFC 7638 JWK thumbprint of the key. A signer stamps its `kid` in the token
 //! header, so during a rotation the old and the new key are both valid until the old
 //! one's tokens have expired. See `docs/operations.md`.
+//!
+//! [`keys`] loads the signer and the verifier from the key settings, falling back to the
+//! development keys of `deploy/dev-keys`.
 
 use std::{
     fmt,
@@ -21,6 +24,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+pub mod keys;
 
 /// `iss` of every token.
 pub const ISSUER: &str = "shop-gateway";
@@ -54,6 +59,10 @@ pub enum AuthError {
     BadKey(String),
     #[error("no public key configured")]
     NoKeys,
+    #[error(
+        "the signing key's public half is not among AUTH_PUBLIC_KEY_FILE: issued tokens would not verify"
+    )]
+    SignerNotVerifiable,
     #[error("the token is malformed")]
     Malformed,
     #[error("the token has expired")]
@@ -347,10 +356,11 @@ impl TokenSigner {
 mod tests {
     use super::*;
 
-    const PRIVATE: &str = include_str!("../../../deploy/dev-keys/private.pem");
-    const PUBLIC: &str = include_str!("../../../deploy/dev-keys/public.pem");
+    use crate::keys::{
+        DEV_PRIVATE_KEY as PRIVATE, DEV_PUBLIC_KEY as PUBLIC, DEV_PUBLIC_KEY_NEXT as PUBLIC_NEXT,
+    };
+    // Only tests sign with the next key: the services never fall back to it.
     const PRIVATE_NEXT: &str = include_str!("../../../deploy/dev-keys/private-next.pem");
-    const PUBLIC_NEXT: &str = include_str!("../../../deploy/dev-keys/public-next.pem");
 
     fn signer(pem: &str) -> TokenSigner {
         TokenSigner::from_pem(pem, "test", Duration::from_secs(600)).unwrap()

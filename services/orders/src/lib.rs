@@ -35,9 +35,6 @@ use crate::{
     orders::OrderRepository,
 };
 
-/// The development public key, used when `AUTH_PUBLIC_KEY_FILE` is not set.
-const DEV_PUBLIC_KEY: &str = include_str!("../../../deploy/dev-keys/public.pem");
-
 /// What every handler and job shares. Cheap to clone (handles and `Arc`s only).
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -60,19 +57,9 @@ pub struct AppState {
 
 /// Loads the token verifier from `AUTH_PUBLIC_KEY_FILE`, or the development key.
 pub fn token_verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
-    match &config.auth_public_key_file {
-        Some(files) => Ok(TokenVerifier::from_pem_files(files)?),
-        None => {
-            tracing::warn!(
-                "AUTH_PUBLIC_KEY_FILE is not set: using the DEVELOPMENT public key from \
-                 deploy/dev-keys (anyone can mint tokens for it; never do this in production)"
-            );
-            Ok(TokenVerifier::new(vec![shop_auth::PublicKey::from_pem(
-                DEV_PUBLIC_KEY,
-                "development key",
-            )?])?)
-        }
-    }
+    Ok(shop_auth::keys::verifier(
+        config.auth_public_key_file.as_deref(),
+    )?)
 }
 
 /// The built service: bound to its port, jobs started, ready to serve.
