@@ -1,9 +1,16 @@
 //! `POST /v1/orders`, `GET /v1/orders/{id}`, `GET /v1/orders`: the caller's orders.
+//!
+//! Placement itself is a domain operation ([`OrderRepository::place`]); this module
+//! alone maps its [`Placement`] and [`PlaceError`] to HTTP: statuses, problem types,
+//! `Location` and `Idempotent-Replayed`. It also words a [`Refusal`] as the problem
+//! document that is stored for the key and replayed (`orders::place` module docs).
+//!
+//! [`OrderRepository::place`]: crate::orders::OrderRepository::place
 
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -13,7 +20,7 @@ use crate::{
     AppState,
     error::{ApiError, problem_response},
     extract::{AppJson, AppQuery, Caller, IdPath, IdempotencyKey},
-    orders::{Order, OrderCursor, PlaceOrderRequest, place_order},
+    orders::{Order, OrderCursor, PlaceError, PlaceOrderRequest, Placement, Refusal, StoredAnswer},
 };
 
 pub fn router() -> Router<AppState> {
@@ -30,22 +37,71 @@ async fn create_order(
     IdempotencyKey(key): IdempotencyKey,
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
-    let placed = place_order(&state.db, &state.cache, claims.sub, &key, &request).await?;
-    let mut response = if placed.status.is_success() {
-        (placed.status, Json(placed.body)).into_response()
+    let placement = state
+        .orders
+        .place(&state.cache, claims.sub, &key, &request, &refusal_answer)
+        .await
+        .map_err(place_error)?;
+    match placement {
+        Placement::Created { answer, .. } | Placement::Refused { answer, .. } => {
+            answer_response(answer, false)
+        }
+        Placement::Replayed(answer) => answer_response(answer, true),
+    }
+}
+
+/// A placement's answer, fresh or `replayed`: the stored status and body, `Location` of
+/// the order it created (if any) and, on a replay, `Idempotent-Replayed: true`.
+fn answer_response(answer: StoredAnswer, replayed: bool) -> Result<Response, ApiError> {
+    let status = StatusCode::from_u16(answer.status).map_err(anyhow::Error::from)?;
+    let mut response = if status.is_success() {
+        (status, Json(answer.body)).into_response()
     } else {
-        problem_response(placed.status, placed.body)
+        problem_response(status, answer.body)
     };
     let headers = response.headers_mut();
-    if let Some(id) = placed.order_id {
+    if let Some(id) = answer.order_id {
         let location =
             HeaderValue::from_str(&format!("/v1/orders/{id}")).map_err(anyhow::Error::from)?;
         headers.insert(header::LOCATION, location);
     }
-    if placed.replayed {
+    if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A refusal as the client first sees it, and as it is stored for the key: the status
+/// and problem document of the matching [`ApiError`] (404 `unknown-product`, 409
+/// `insufficient-stock`, each with `product_ids`).
+fn refusal_answer(refusal: &Refusal) -> StoredAnswer {
+    let error = match refusal {
+        Refusal::UnknownProducts(ids) => ApiError::UnknownProduct(ids.clone()),
+        Refusal::InsufficientStock(ids) => ApiError::InsufficientStock(ids.clone()),
+    };
+    StoredAnswer {
+        status: error.status_code().as_u16(),
+        body: error.problem(),
+        order_id: None,
+    }
+}
+
+/// The HTTP answer to a placement that ended in an error.
+fn place_error(error: PlaceError) -> ApiError {
+    match error {
+        PlaceError::Invalid(detail) => ApiError::unprocessable("invalid-order", detail),
+        PlaceError::KeyInProgress => ApiError::RequestInProgress,
+        PlaceError::KeyReused => {
+            ApiError::unprocessable("idempotency-key-reused", error.to_string())
+        }
+        PlaceError::MixedCurrencies => {
+            ApiError::unprocessable("mixed-currencies", error.to_string())
+        }
+        PlaceError::Database(e) => ApiError::from(e),
+        PlaceError::Json(_) | PlaceError::StockNotTaken { .. } => {
+            ApiError::Internal(anyhow::Error::new(error))
+        }
+    }
 }
 
 async fn get_order(
