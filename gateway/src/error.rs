@@ -3,16 +3,16 @@
 //! Every handler and middleware returns [`ApiError`]; its [`IntoResponse`] writes
 //! `{"type":"/problems/<slug>","title","status","detail","trace_id"}`. A 5xx's cause is
 //! logged (with the trace id, through the request span) and never sent to the client.
+//! The document and its headers come from the kit's one renderer, [`shop_service::Problem`].
 
 use std::time::Duration;
 
 use axum::{
-    Json,
     extract::rejection::JsonRejection,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use shop_service::Problem;
 
 /// Everything that can go wrong in a request, as the client will see it.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +97,14 @@ impl ApiError {
         }
     }
 
-    /// Renders the problem document; `trace_id` is the request's, when known.
-    pub fn into_problem(self, trace_id: Option<&str>) -> Response {
+    /// This error as the kit's problem document. A 5xx's cause is logged here and
+    /// replaced by the status's reason phrase for the client.
+    pub fn to_problem(&self) -> Problem {
         let status = self.status_code();
         let detail = if status.is_server_error() {
             // The cause stays in the logs; the client gets the generic message.
             tracing::error!(error = %self, cause = ?self, status = status.as_u16(), "request failed");
-            match &self {
+            match self {
                 Self::BadGateway(_) | Self::Internal(_) => status
                     .canonical_reason()
                     .unwrap_or("server error")
@@ -113,7 +114,7 @@ impl ApiError {
         } else {
             self.to_string()
         };
-        problem_response(status, self.slug(), &detail, trace_id, self.retry_after())
+        Problem::new(status, self.slug(), detail).with_retry_after(self.retry_after())
     }
 }
 
@@ -121,38 +122,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The telemetry layer runs every handler and inner middleware inside the
         // request's span, whose trace id is the one the client sees in `x-trace-id`.
-        let trace_id = shop_telemetry::current_trace_id();
-        self.into_problem(trace_id.as_deref())
+        self.to_problem().into_response()
     }
-}
-
-/// Builds an `application/problem+json` response.
-pub fn problem_response(
-    status: StatusCode,
-    slug: &str,
-    detail: &str,
-    trace_id: Option<&str>,
-    retry_after: Option<Duration>,
-) -> Response {
-    let body = json!({
-        "type": format!("/problems/{slug}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "trace_id": trace_id,
-    });
-    let mut response = (status, Json(body)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if let Some(after) = retry_after {
-        // Whole seconds, rounded up, at least 1.
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    response
 }
 
 impl From<JsonRejection> for ApiError {

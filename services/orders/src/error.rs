@@ -2,15 +2,16 @@
 //!
 //! Handlers return `Result<_, ApiError>`. A 4xx carries a detail written for the
 //! client; a 5xx is logged with its cause (and the trace id) and answered with a generic
-//! detail, so internal details never leak.
+//! detail, so internal details never leak. The document and its headers are rendered by
+//! the kit's one renderer, [`shop_service::Problem`].
 
 use std::time::Duration;
 
 use axum::{
-    Json,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
+use shop_service::Problem;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -194,47 +195,28 @@ impl ApiError {
     }
 }
 
-/// The body of a problem response: `{"type","title","status","detail","trace_id", ...extensions}`.
-pub fn problem_body(status: StatusCode, slug: &str, title: &str, detail: &str) -> Value {
-    json!({
-        "type": format!("/problems/{slug}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-        "trace_id": shop_telemetry::current_trace_id(),
-    })
-}
-
-/// Renders a problem body as an `application/problem+json` response.
-pub fn problem_response(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
 impl ApiError {
-    /// This error's problem+json body, with its extension members (`product_ids`).
-    pub fn problem(&self) -> Value {
-        let mut body = problem_body(
-            self.status_code(),
-            self.slug(),
-            self.title(),
-            &self.detail(),
-        );
+    /// This error as the kit's problem document, with its extension members
+    /// (`product_ids`) and `Retry-After`.
+    pub fn to_problem(&self) -> Problem {
+        let mut problem = Problem::new(self.status_code(), self.slug(), self.detail())
+            .with_title(self.title())
+            .with_retry_after(self.retry_after());
         if let Self::UnknownProduct(ids) | Self::InsufficientStock(ids) = self {
-            body["product_ids"] = json!(ids);
+            problem = problem.with_extension("product_ids", json!(ids));
         }
-        body
+        problem
+    }
+
+    /// This error's problem+json body (stored for an Idempotency-Key's replay).
+    pub fn problem(&self) -> Value {
+        self.to_problem().body()
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status_code();
-        if status.is_server_error() {
+        if self.status_code().is_server_error() {
             match &self {
                 Self::Overloaded { .. } | Self::DeadlineExceeded => {
                     tracing::warn!(error = %self, "request failed")
@@ -242,20 +224,7 @@ impl IntoResponse for ApiError {
                 _ => tracing::error!(error = ?self, "request failed"),
             }
         }
-        let mut response = problem_response(status, self.problem());
-        if let Some(after) = self.retry_after() {
-            let secs = after.as_secs().max(1);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if matches!(self, Self::Unauthorized(_)) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"shop\""),
-            );
-        }
-        response
+        self.to_problem().into_response()
     }
 }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AppState,
-    error::{ApiError, problem_response},
+    error::ApiError,
     extract::{AppJson, AppQuery, Caller, IdPath, IdempotencyKey},
     orders::{Order, OrderCursor, PlaceError, PlaceOrderRequest, Placement, Refusal, StoredAnswer},
 };
@@ -57,7 +57,7 @@ fn answer_response(answer: StoredAnswer, replayed: bool) -> Result<Response, Api
     let mut response = if status.is_success() {
         (status, Json(answer.body)).into_response()
     } else {
-        problem_response(status, answer.body)
+        shop_service::problem::response(status, answer.body)
     };
     let headers = response.headers_mut();
     if let Some(id) = answer.order_id {
