@@ -13,13 +13,13 @@
 //!   errors, 502 and 503; exponential backoff with full jitter; never past the
 //!   deadline; and each retry needs a token from a global [`TpsBudget`] (a fraction of
 //!   recent requests), so retries cannot multiply load during an outage.
-//! - breaker: see [`breaker`]; while open, 503 + `Retry-After` at once.
+//! - breaker: the kit's [`CircuitBreaker`] (failure rate over a sliding window, then
+//!   half-open probes); while open, 503 + `Retry-After` at once. Its state is exported as
+//!   `gateway_circuit_breaker_state{upstream}` (0 closed, 1 half-open, 2 open).
 //!
 //! The connection pool is bounded in idle connections by `UPSTREAM_POOL_MAX_IDLE` and
 //! in live connections by the load-shedding cap (each in-flight request holds at most
 //! one connection).
-
-pub mod breaker;
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use hyper_util::{
 use shop_lifecycle::Lifecycle;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
-pub use breaker::{BreakerConfig, CircuitBreaker};
+pub use shop_service::resilience::{BreakerConfig, CircuitBreaker, Trip};
 
 use tracing::Instrument as _;
 
@@ -146,13 +146,19 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .build(connector);
         let breaker = CircuitBreaker::new(
-            name,
             BreakerConfig {
-                failure_rate: config.breaker_failure_rate,
-                min_requests: config.breaker_min_requests,
-                window: Duration::from_millis(config.breaker_window_ms),
+                name,
+                trip: Trip::FailureRate {
+                    rate: config.breaker_failure_rate,
+                    min_calls: config.breaker_min_requests,
+                    window: Duration::from_millis(config.breaker_window_ms),
+                },
                 open_for: Duration::from_millis(config.breaker_open_ms),
                 half_open_probes: config.breaker_half_open_probes.max(1),
+            },
+            move |state, _reason| {
+                metrics::gauge!("gateway_circuit_breaker_state", "upstream" => name)
+                    .set(state.gauge());
             },
         );
         Ok(Self {

@@ -32,7 +32,9 @@ use moka::future::Cache;
 use uuid::Uuid;
 
 pub(crate) use self::l2::RedisLayer;
-use self::{breaker::Breaker, l1::Entry, l2::Stored};
+use shop_service::resilience::CircuitBreaker;
+
+use self::{l1::Entry, l2::Stored};
 use crate::{
     catalog::{Product, ProductRepository},
     config::Config,
@@ -85,7 +87,7 @@ struct Inner {
     l1: Option<Cache<Uuid, Entry>>,
     /// Redis (always present today; an `Option` so a Redis-less cache is one line away).
     l2: Option<RedisLayer>,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     repository: ProductRepository,
     /// Bumped by every invalidation and L1 clear. A load that saw it change while it
     /// ran may have read a value older than the invalidation: its answer is returned
@@ -109,7 +111,7 @@ impl ProductCache {
         Ok(Self::with_layers(
             CacheSettings::from_config(config),
             Some(l2),
-            Breaker::new(config.cache_breaker_failures, config.cache_breaker_cooldown),
+            breaker::new(config.cache_breaker_failures, config.cache_breaker_cooldown),
             repository,
         ))
     }
@@ -117,7 +119,7 @@ impl ProductCache {
     fn with_layers(
         settings: CacheSettings,
         l2: Option<RedisLayer>,
-        breaker: Breaker,
+        breaker: CircuitBreaker,
         repository: ProductRepository,
     ) -> Self {
         let l1 =
@@ -181,15 +183,16 @@ impl ProductCache {
         if !inner.settings.enabled {
             return;
         }
-        if !inner.breaker.allow() {
+        let Ok(permit) = inner.breaker.acquire() else {
             tracing::warn!(%id, "cache degraded: invalidation not published");
             return;
-        }
+        };
         match l2.invalidate(id).await {
-            Ok(()) => inner.breaker.on_success(),
+            Ok(()) => permit.record(true),
             Err(error) => {
-                tracing::warn!(%id, error = %format!("{error:#}"), "cache invalidation not published");
-                inner.breaker.on_failure(&format!("{error:#}"));
+                let error = format!("{error:#}");
+                tracing::warn!(%id, %error, "cache invalidation not published");
+                permit.record_failure(&error);
             }
         }
     }
@@ -237,7 +240,7 @@ impl ProductCache {
 
     /// Whether Redis is being bypassed right now (`cache_degraded`).
     pub fn is_degraded(&self) -> bool {
-        self.inner.breaker.is_degraded()
+        !self.inner.breaker.is_closed()
     }
 
     /// Whether the cache is on (`CACHE_ENABLED`).
@@ -254,11 +257,7 @@ impl ProductCache {
     /// The listener's report on Redis: a failure to connect counts against the
     /// breaker, a successful subscription closes it.
     pub(crate) fn redis_reachable(&self, reachable: bool, error: &dyn std::fmt::Display) {
-        if reachable {
-            self.inner.breaker.on_success();
-        } else {
-            self.inner.breaker.on_failure(error);
-        }
+        self.inner.breaker.observe(reachable, &error.to_string());
     }
 
     /// Refreshes the `cache_entries` gauge.
@@ -347,19 +346,17 @@ impl Inner {
 
     async fn l2_get(&self, id: Uuid) -> Option<Stored> {
         let l2 = self.l2.as_ref()?;
-        if !self.breaker.allow() {
-            return None;
-        }
+        let permit = self.breaker.acquire().ok()?;
         match l2.get(id).await {
             Ok(stored) => {
-                self.breaker.on_success();
+                permit.record(true);
                 let result = if stored.is_some() { "hit" } else { "miss" };
                 metrics::counter!("cache_requests_total", "layer" => "l2", "result" => result)
                     .increment(1);
                 stored
             }
             Err(error) => {
-                self.breaker.on_failure(&format!("{error:#}"));
+                permit.record_failure(&format!("{error:#}"));
                 None
             }
         }
@@ -367,12 +364,12 @@ impl Inner {
 
     async fn l2_set(&self, id: Uuid, product: Option<&Product>, ttl: Duration) {
         let Some(l2) = &self.l2 else { return };
-        if !self.breaker.allow() {
+        let Ok(permit) = self.breaker.acquire() else {
             return;
-        }
+        };
         match l2.set(id, product, ttl).await {
-            Ok(()) => self.breaker.on_success(),
-            Err(error) => self.breaker.on_failure(&format!("{error:#}")),
+            Ok(()) => permit.record(true),
+            Err(error) => permit.record_failure(&format!("{error:#}")),
         }
     }
 }
