@@ -10,7 +10,7 @@
 //! - deadline: the whole exchange, retries included, must finish before the route's
 //!   deadline; otherwise 504.
 //! - retries: only GET/HEAD, or POST with an `Idempotency-Key`; only on connect
-//!   errors, 502 and 503; exponential backoff with full jitter; never past the
+//!   errors, 502 and 503; the kit's exponential backoff with jitter; never past the
 //!   deadline; and each retry needs a token from a global [`TpsBudget`] (a fraction of
 //!   recent requests), so retries cannot multiply load during an outage.
 //! - breaker: the kit's [`CircuitBreaker`] (failure rate over a sliding window, then
@@ -36,6 +36,7 @@ use hyper_util::{
     rt::TokioTimer,
 };
 use shop_lifecycle::Lifecycle;
+use shop_service::resilience::Backoff;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
 pub use shop_service::resilience::{BreakerConfig, CircuitBreaker, Trip};
@@ -263,6 +264,8 @@ impl Upstream {
         self.budget.deposit();
 
         let mut attempt = 0u32;
+        // Created at the first retry only: most requests never wait.
+        let mut waits: Option<Backoff> = None;
         loop {
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -343,7 +346,7 @@ impl Upstream {
                     if !(retry_status && retryable && attempt < self.retry.max_attempts) {
                         return Ok(into_client_response(response));
                     }
-                    match self.backoff(attempt, deadline) {
+                    match self.backoff(&mut waits, deadline) {
                         Some(delay) => {
                             metrics::counter!("gateway_upstream_retries_total", "upstream" => self.name, "reason" => "status").increment(1);
                             tokio::time::sleep(delay).await;
@@ -356,7 +359,7 @@ impl Upstream {
             if !(retryable && attempt < self.retry.max_attempts) {
                 return Err(failure);
             }
-            match self.backoff(attempt, deadline) {
+            match self.backoff(&mut waits, deadline) {
                 Some(delay) => {
                     metrics::counter!("gateway_upstream_retries_total", "upstream" => self.name, "reason" => "connect").increment(1);
                     tokio::time::sleep(delay).await;
@@ -366,15 +369,13 @@ impl Upstream {
         }
     }
 
-    /// The delay before retry number `attempt`, or `None` if there is no time or no
-    /// budget left. Full jitter: uniform in `[0, min(max, base · 2^(attempt-1))]`.
-    fn backoff(&self, attempt: u32, deadline: Instant) -> Option<Duration> {
-        let cap = self
-            .retry
-            .base_delay
-            .saturating_mul(1 << (attempt - 1).min(16))
-            .min(self.retry.max_delay);
-        let delay = cap.mul_f64(rand::random::<f64>());
+    /// The delay before the next retry, or `None` if there is no time or no budget
+    /// left. The project's one backoff policy (`shop_service::resilience::backoff`):
+    /// from `RETRY_BASE_DELAY` doubling, with jitter, below 1 s.
+    fn backoff(&self, waits: &mut Option<Backoff>, deadline: Instant) -> Option<Duration> {
+        let delay = waits
+            .get_or_insert_with(|| Backoff::new(self.retry.base_delay, self.retry.max_delay))
+            .next_delay();
         // Leave the next attempt at least a little time to do something useful.
         if Instant::now() + delay + Duration::from_millis(5) >= deadline {
             return None;

@@ -19,9 +19,12 @@ use redis::aio::{PubSubSink, PubSubStream};
 use shop_lifecycle::CancellationToken;
 use uuid::Uuid;
 
-use crate::cache::{ProductCache, jittered};
+use shop_service::resilience::Backoff;
 
-/// First wait before reconnecting; doubled after each failure up to the configured max.
+use crate::cache::ProductCache;
+
+/// First wait before reconnecting; the kit's backoff doubles it, with jitter, up to the
+/// configured max.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the connection is checked with a PING (a silent half-open TCP connection
 /// would otherwise look like a quiet channel forever).
@@ -39,7 +42,7 @@ pub async fn run(
         return Ok(());
     };
     let client = redis::Client::open(redis_url).context("parsing CACHE_REDIS_URL")?;
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, max_backoff.max(MIN_BACKOFF * 2));
     loop {
         let subscribed = tokio::select! {
             () = token.cancelled() => return Ok(()),
@@ -55,7 +58,7 @@ pub async fn run(
                 cache.clear_local();
                 metrics::counter!("cache_listener_subscriptions_total").increment(1);
                 tracing::info!(%channel, "cache invalidation listener subscribed; L1 cleared");
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 match listen(&cache, sink, stream, connect_timeout, &token).await {
                     Stop::Cancelled => return Ok(()),
                     Stop::Lost(reason) => {
@@ -66,14 +69,13 @@ pub async fn run(
             Err(error) => {
                 let error = format!("{error:#}");
                 cache.redis_reachable(false, &error);
-                tracing::debug!(%error, ?backoff, "cache invalidation listener cannot reach Redis");
+                tracing::debug!(%error, failures = backoff.failures(), "cache invalidation listener cannot reach Redis");
             }
         }
         tokio::select! {
             () = token.cancelled() => return Ok(()),
-            () = tokio::time::sleep(jittered(backoff, 0.2)) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(max_backoff.max(MIN_BACKOFF));
     }
 }
 

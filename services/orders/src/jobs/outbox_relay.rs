@@ -6,12 +6,13 @@
 //! cancellation between the append and the commit rolls the marks back and the rows
 //! are sent again: consumers de-duplicate on the `outbox_id` field.
 //!
-//! When Redis is down the relay backs off exponentially (with jitter) up to
+//! When Redis is down the relay backs off exponentially (with jitter; the kit's
+//! `Backoff`) up to
 //! [`MAX_BACKOFF`]; orders keep being placed meanwhile, their events wait in the table.
 
 use std::time::Duration;
 
-use rand::Rng;
+use shop_service::resilience::Backoff;
 use shop_lifecycle::CancellationToken;
 use uuid::Uuid;
 
@@ -20,6 +21,8 @@ use crate::{
     events::{self, StreamEvent},
 };
 
+/// First pause after a failure (the project's backoff policy doubles it, with jitter).
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between two attempts while Redis is failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Bound on one batch (select, publish, mark); past it the batch is rolled back.
@@ -29,7 +32,7 @@ pub const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// (bounded by [`BATCH_TIMEOUT`]) rather than dropped, so shutdown leaves no rows
 /// half-marked — and even a dropped batch only means a resend.
 pub async fn run(state: AppState, token: CancellationToken) -> anyhow::Result<()> {
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     let mut delay = Duration::ZERO;
     loop {
         tokio::select! {
@@ -39,10 +42,10 @@ pub async fn run(state: AppState, token: CancellationToken) -> anyhow::Result<()
         }
         match tokio::time::timeout(BATCH_TIMEOUT, relay_batch(&state)).await {
             Ok(Ok(published)) => {
-                if failures > 0 {
-                    tracing::info!(after_failures = failures, "outbox relay recovered");
+                if backoff.failures() > 0 {
+                    tracing::info!(after_failures = backoff.failures(), "outbox relay recovered");
                 }
-                failures = 0;
+                backoff.reset();
                 // A full batch means more may be waiting: go again at once.
                 delay = if published as i64 >= state.config.outbox_batch_size {
                     Duration::ZERO
@@ -51,28 +54,17 @@ pub async fn run(state: AppState, token: CancellationToken) -> anyhow::Result<()
                 };
             }
             Ok(Err(error)) => {
-                failures += 1;
-                delay = backoff(failures);
+                delay = backoff.next_delay();
                 metrics::counter!("outbox_relay_failures_total").increment(1);
-                tracing::warn!(%error, failures, retry_in = ?delay, "outbox relay batch failed");
+                tracing::warn!(%error, failures = backoff.failures(), retry_in = ?delay, "outbox relay batch failed");
             }
             Err(_) => {
-                failures += 1;
-                delay = backoff(failures);
+                delay = backoff.next_delay();
                 metrics::counter!("outbox_relay_failures_total").increment(1);
-                tracing::warn!(failures, retry_in = ?delay, "outbox relay batch timed out");
+                tracing::warn!(failures = backoff.failures(), retry_in = ?delay, "outbox relay batch timed out");
             }
         }
     }
-}
-
-/// Exponential backoff with full jitter: uniform in [0, min(100ms · 2^n, MAX_BACKOFF)].
-fn backoff(failures: u32) -> Duration {
-    let ceiling = Duration::from_millis(100)
-        .saturating_mul(1u32 << failures.min(16))
-        .min(MAX_BACKOFF);
-    let millis = rand::rng().random_range(0..=ceiling.as_millis() as u64);
-    Duration::from_millis(millis.max(10))
 }
 
 #[derive(sqlx::FromRow)]
@@ -133,8 +125,9 @@ mod tests {
 
     #[test]
     fn backoff_stays_within_its_ceiling() {
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         for failures in 1..40 {
-            let d = backoff(failures);
+            let d = backoff.next_delay();
             assert!(d <= MAX_BACKOFF, "{failures}: {d:?}");
             assert!(d >= Duration::from_millis(10));
         }
