@@ -8,13 +8,12 @@
 //! serve, shut down), [`db`] (the Postgres pool), [`jobs`] (background jobs, one file
 //! each), [`middleware`] (one module per middleware), [`proxy`] (the upstream client,
 //! retries, breaker), [`routes`] (handlers, and the router with its middleware),
-//! [`healthcheck`] (`gateway healthcheck`), [`error`] (the one error enum, RFC 9457).
+//! `gateway healthcheck` (the kit's `shop_service::healthcheck`), [`error`] (the one error enum, RFC 9457).
 //! The keys come from `shop_auth::keys`.
 
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod healthcheck;
 pub mod jobs;
 pub mod middleware;
 pub mod proxy;

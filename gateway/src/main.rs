@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck) = cli.command {
         std::process::exit(i32::from(
-            !shop_gateway::healthcheck::healthcheck(&cli.config).await,
+            shop_service::healthcheck::probe(cli.config.addr).await.is_err(),
         ));
     }
     let telemetry = shop_telemetry::init("gateway")?;

@@ -12,7 +12,6 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
-pub mod healthcheck;
 pub mod jobs;
 pub mod leak_alarm;
 pub mod leak_demo;

@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A container probe runs every few seconds: no telemetry, no log line (as the gateway).
     if let Some(Command::Healthcheck) = cli.command {
-        return shop_orders::healthcheck::probe(cli.config.addr).await;
+        return shop_service::healthcheck::probe(cli.config.addr).await;
     }
     let telemetry = shop_telemetry::init("orders")?;
     shop_telemetry::metrics::install();
@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => shop_orders::db::migrate(&config.database_url).await,
         Command::Seed(args) => shop_orders::seed::run(&config, &args).await,
-        Command::Healthcheck => shop_orders::healthcheck::probe(config.addr).await, // (above)
+        Command::Healthcheck => shop_service::healthcheck::probe(config.addr).await, // (above)
         Command::LeakDemo(args) => shop_orders::leak_demo_command::run(config.addr, &args.action)
             .await
             .map(|body| print_output(&body)),
