@@ -53,10 +53,10 @@ pub struct PoolLimits {
 /// A pool built exactly as the orders service builds its own, with `limits` applied.
 pub fn pool(database_url: &str, limits: PoolLimits) -> anyhow::Result<PgPool> {
     let mut config = Config::defaults();
-    config.db_max_connections = limits.max_connections;
-    config.db_min_connections = 0;
-    config.db_acquire_timeout = limits.acquire_timeout.unwrap_or(Duration::from_secs(3600));
-    config.db_statement_timeout = limits.statement_timeout.unwrap_or(Duration::ZERO);
+    config.database.max_connections = limits.max_connections;
+    config.database.min_connections = 0;
+    config.database.acquire_timeout = limits.acquire_timeout.unwrap_or(Duration::from_secs(3600));
+    config.database.statement_timeout = limits.statement_timeout.unwrap_or(Duration::ZERO);
     let options: PgConnectOptions = database_url.parse()?;
     Ok(shop_orders::db::pool_with(&config, options))
 }

@@ -9,7 +9,8 @@
 //!
 //! Redis waiters come from deadpool's status. sqlx does not count its waiters, so every
 //! transaction a service starts goes through [`begin`], which counts the callers waiting
-//! for a connection (and records how long they waited).
+//! for a connection (and records how long they waited); plain reads on the pool are not
+//! counted there, their waits show in the request latency and end at the acquire timeout.
 
 use std::time::{Duration, Instant};
 
@@ -21,74 +22,55 @@ use sqlx::{
 
 use crate::config::{DatabaseConfig, RedisConfig};
 
-/// A Postgres pool and the name its gauges carry.
-#[derive(Clone, Debug)]
-pub struct Db {
-    pub pool: PgPool,
-    pub name: &'static str,
-    max: u32,
+/// The Postgres pool for `options` with `config`'s sizes and timeouts, connections opened
+/// lazily; `name` becomes its `application_name` (`shop-<name>`).
+pub fn pg_pool(name: &str, config: &DatabaseConfig, options: PgConnectOptions) -> PgPool {
+    let options = options
+        .application_name(&format!("shop-{name}"))
+        // The server-side backstop for deadlines: a query nobody waits for any more
+        // stops by itself.
+        .options([(
+            "statement_timeout",
+            format!("{}ms", config.statement_timeout.as_millis()),
+        )])
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections.min(config.max_connections))
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(Some(config.idle_timeout))
+        .max_lifetime(Some(config.max_lifetime))
+        .connect_lazy_with(options)
 }
 
-impl Db {
-    /// The pool for `config.url`, connections opened lazily, every limit explicit.
-    pub fn connect_lazy(name: &'static str, config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options: PgConnectOptions = config.url.parse()?;
-        Ok(Self::with_options(name, config, options))
-    }
+/// Starts a transaction on the pool `name`, counting this caller in
+/// `db_pool_waiters{pool}` while it waits and recording
+/// `db_pool_acquire_duration_seconds` (the wait plus `BEGIN`'s round trip, which sqlx
+/// sends on acquiring). A rising tail is the pool saturating before it times out.
+pub async fn begin(
+    name: &'static str,
+    pool: &PgPool,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let waiters = metrics::gauge!("db_pool_waiters", "pool" => name);
+    waiters.increment(1.0);
+    // Decremented on every path, including a dropped future (deadline, client gone).
+    let _waiting = scopeguard(move || waiters.decrement(1.0));
+    let started = Instant::now();
+    let tx = pool.begin().await;
+    metrics::histogram!("db_pool_acquire_duration_seconds").record(started.elapsed().as_secs_f64());
+    tx
+}
 
-    /// The pool with `config`'s sizes and timeouts for the database `options` names
-    /// (tests pass the per-test database of `#[sqlx::test]`).
-    pub fn with_options(name: &'static str, config: &DatabaseConfig, options: PgConnectOptions) -> Self {
-        let options = options
-            .application_name(&format!("shop-{name}"))
-            // The server-side backstop for deadlines: a query nobody waits for any more
-            // stops by itself.
-            .options([(
-                "statement_timeout",
-                format!("{}ms", config.statement_timeout.as_millis()),
-            )])
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(config.min_connections.min(config.max_connections))
-            .acquire_timeout(config.acquire_timeout)
-            .idle_timeout(Some(config.idle_timeout))
-            .max_lifetime(Some(config.max_lifetime))
-            .connect_lazy_with(options);
-        metrics::gauge!("db_pool_waiters", "pool" => name).set(0.0);
-        Self {
-            pool,
-            name,
-            max: config.max_connections,
-        }
-    }
-
-    /// Starts a transaction, counting this caller in `db_pool_waiters` while it waits and
-    /// recording `db_pool_acquire_duration_seconds` (the wait plus `BEGIN`'s round trip,
-    /// which sqlx sends on acquiring). A rising tail is the pool saturating before it
-    /// times out.
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let waiters = metrics::gauge!("db_pool_waiters", "pool" => self.name);
-        waiters.increment(1.0);
-        // Decremented on every path, including a dropped future (deadline, client gone).
-        let _waiting = scopeguard(move || waiters.decrement(1.0));
-        let started = Instant::now();
-        let tx = self.pool.begin().await;
-        metrics::histogram!("db_pool_acquire_duration_seconds", "pool" => self.name)
-            .record(started.elapsed().as_secs_f64());
-        tx
-    }
-
-    /// One sample of the pool's gauges.
-    pub fn record_metrics(&self) {
-        let size = self.pool.size();
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
-        metrics::gauge!("db_pool_max_connections", "pool" => self.name).set(f64::from(self.max));
-        metrics::gauge!("db_pool_connections", "pool" => self.name, "state" => "idle")
-            .set(f64::from(idle));
-        metrics::gauge!("db_pool_connections", "pool" => self.name, "state" => "in_use")
-            .set(f64::from(size.saturating_sub(idle)));
-    }
+/// One sample of a Postgres pool's gauges (`db_pool_waiters` is kept by [`begin`]).
+pub fn record_pg_metrics(name: &'static str, pool: &PgPool, max_connections: u32) {
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+    metrics::gauge!("db_pool_max_connections", "pool" => name).set(f64::from(max_connections));
+    metrics::gauge!("db_pool_connections", "pool" => name, "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("db_pool_connections", "pool" => name, "state" => "in_use")
+        .set(f64::from(size.saturating_sub(idle)));
+    // Registered at 0 so that dashboards see a series before the first wait.
+    metrics::gauge!("db_pool_waiters", "pool" => name).increment(0.0);
 }
 
 /// Runs `f` when dropped.

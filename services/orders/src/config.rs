@@ -7,10 +7,16 @@
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use shop_service::{
+    DatabaseConfig, RedisConfig, ServerConfig,
+    config::{Rename, Unit, redact},
+};
 
 /// `orders`: product catalog and order placement.
 #[derive(Debug, Parser)]
 #[command(name = "orders", version, about, long_about = None)]
+// orders keeps two connections warm (placement is its hot path); the kit's default is 0.
+#[command(mut_arg("database_min_connections", |a| a.default_value("2")))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -80,59 +86,18 @@ pub struct Config {
     #[arg(long, env = "ORDERS_ADDR", default_value = "0.0.0.0:8081")]
     pub addr: SocketAddr,
 
-    /// Postgres connection URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/shop",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-
-    /// Largest number of Postgres connections in the pool.
-    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
-    pub db_max_connections: u32,
-
-    /// Connections the pool keeps open even when idle.
-    #[arg(long, env = "DB_MIN_CONNECTIONS", default_value_t = 2)]
-    pub db_min_connections: u32,
-
-    /// How long a request may wait for a pool connection before it is answered 503 (pitfall 5).
-    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub db_acquire_timeout: Duration,
-
-    /// Idle connections above the minimum are closed after this long.
-    #[arg(long, env = "DB_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub db_idle_timeout: Duration,
-
-    /// Connections are recycled after this long.
-    #[arg(long, env = "DB_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
-    pub db_max_lifetime: Duration,
-
-    /// Server-side `statement_timeout`: the backstop that stops a query nobody waits for any more.
-    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub db_statement_timeout: Duration,
+    /// Postgres (`DATABASE_*`, shared by every service; docs/operations.md).
+    #[command(flatten)]
+    pub database: DatabaseConfig,
 
     /// Apply pending migrations when `serve` starts.
     #[arg(long, env = "ORDERS_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 
-    /// Redis connection URL (events stream; cache).
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
-
-    /// Largest number of Redis connections in the pool.
-    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 16)]
-    pub redis_pool_size: usize,
-
-    /// Timeout for getting a Redis connection and for each Redis command.
-    #[arg(long, env = "REDIS_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
-    pub redis_timeout: Duration,
+    /// Redis (`REDIS_URL`, `REDIS_POOL_SIZE`, `REDIS_TIMEOUT`): the events stream, and
+    /// the cache unless `CACHE_REDIS_URL` says otherwise.
+    #[command(flatten)]
+    pub redis: RedisConfig,
 
     /// Comma-separated PEM files of the public keys that may sign tokens. Unset: the
     /// development key from deploy/dev-keys (a warning is logged).
@@ -151,13 +116,10 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
-    /// How long in-flight requests may take to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_drain_timeout: Duration,
-
-    /// How long background jobs may take to stop after the requests have drained.
-    #[arg(long, env = "SHUTDOWN_JOBS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub shutdown_jobs_timeout: Duration,
+    /// The HTTP server and the stop (`HEADER_READ_TIMEOUT`, `SHUTDOWN_DRAIN_TIMEOUT`,
+    /// `SHUTDOWN_JOBS_TIMEOUT`, `METRICS_SAMPLE_INTERVAL`).
+    #[command(flatten)]
+    pub server: ServerConfig,
 
     /// How often the outbox relay looks for unpublished events when it has nothing to do.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
@@ -246,10 +208,6 @@ pub struct Config {
     #[arg(long, env = "CACHE_STOCK_INVALIDATE_BELOW", default_value_t = 10)]
     pub cache_stock_invalidate_below: i32,
 
-    /// How often runtime, pool and outbox metrics are sampled (and the leak detector fed).
-    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub metrics_sample_interval: Duration,
-
     /// Allow the live leak demo (docs/leaks.md): `POST /admin/leak-demo` may switch
     /// `GET /v1/products/{id}` to a leaky variant for a bounded time. Off: the admin route
     /// answers 403 and nothing leaky is reachable. Never enable it in production.
@@ -271,6 +229,17 @@ pub struct Config {
     pub leak_demo_max_tasks: usize,
 }
 
+/// Variables orders read before the shared kit; they work for one more release, with a
+/// warning naming the new one (docs/operations.md, "Configuration").
+pub const LEGACY_ENV: &[Rename] = &[
+    Rename::new("DB_MAX_CONNECTIONS", "DATABASE_MAX_CONNECTIONS", Unit::Same),
+    Rename::new("DB_MIN_CONNECTIONS", "DATABASE_MIN_CONNECTIONS", Unit::Same),
+    Rename::new("DB_ACQUIRE_TIMEOUT", "DATABASE_ACQUIRE_TIMEOUT", Unit::Same),
+    Rename::new("DB_IDLE_TIMEOUT", "DATABASE_IDLE_TIMEOUT", Unit::Same),
+    Rename::new("DB_MAX_LIFETIME", "DATABASE_MAX_LIFETIME", Unit::Same),
+    Rename::new("DB_STATEMENT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT", Unit::Same),
+];
+
 impl Config {
     /// The configuration with every default, as if no flag and no variable were set.
     pub fn defaults() -> Self {
@@ -279,21 +248,7 @@ impl Config {
 
     /// The cache's Redis URL: `CACHE_REDIS_URL`, else `REDIS_URL`.
     pub fn cache_redis_url(&self) -> &str {
-        self.cache_redis_url.as_deref().unwrap_or(&self.redis_url)
-    }
-}
-
-fn redact(url: &str) -> String {
-    // scheme://user:password@host → scheme://user:***@host
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+        self.cache_redis_url.as_deref().unwrap_or(&self.redis.url)
     }
 }
 
@@ -301,13 +256,8 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("addr", &self.addr)
-            .field("database_url", &redact(&self.database_url))
-            .field("db_max_connections", &self.db_max_connections)
-            .field("db_min_connections", &self.db_min_connections)
-            .field("db_acquire_timeout", &self.db_acquire_timeout)
-            .field("db_statement_timeout", &self.db_statement_timeout)
-            .field("redis_url", &redact(&self.redis_url))
-            .field("redis_pool_size", &self.redis_pool_size)
+            .field("database", &self.database)
+            .field("redis", &self.redis)
             .field("auth_public_key_file", &self.auth_public_key_file)
             .field("request_timeout", &self.request_timeout)
             .field("max_in_flight", &self.max_in_flight)
@@ -328,8 +278,8 @@ mod tests {
     #[test]
     fn debug_output_hides_passwords_in_urls() {
         let mut config = Config::defaults();
-        config.database_url = "postgres://shop:s3cret@db:5432/shop".into();
-        config.redis_url = "redis://:hunter2@cache:6379".into();
+        config.database.url = "postgres://shop:s3cret@db:5432/shop".into();
+        config.redis.url = "redis://:hunter2@cache:6379".into();
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -343,9 +293,10 @@ mod tests {
     fn defaults_point_at_localhost() {
         let config = Config::defaults();
         assert_eq!(config.addr.port(), 8081);
-        assert!(config.database_url.contains("127.0.0.1:5432"));
+        assert!(config.database.url.contains("127.0.0.1:5432"));
+        assert_eq!(config.database.min_connections, 2, "orders keeps two warm");
         assert_eq!(config.events_stream, "shop:events:orders");
-        assert_eq!(config.cache_redis_url(), config.redis_url);
+        assert_eq!(config.cache_redis_url(), config.redis.url);
         assert!(!config.leak_demo, "the leak demo is off by default");
     }
 

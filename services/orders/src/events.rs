@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Pool;
 
 use tracing::Instrument;
 
@@ -11,17 +11,10 @@ use crate::config::Config;
 /// The destination named in publish spans.
 const PUBLISH_SPAN: &str = "shop:events:orders";
 
-/// Builds the bounded Redis pool (no connection is opened until first use).
+/// Builds the bounded Redis pool of the events stream (no connection is opened until
+/// first use).
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
-    let mut cfg = deadpool_redis::Config::from_url(config.redis_url.clone());
-    let mut pool = PoolConfig::new(config.redis_pool_size);
-    pool.timeouts = Timeouts {
-        wait: Some(config.redis_timeout),
-        create: Some(config.redis_timeout),
-        recycle: Some(config.redis_timeout),
-    };
-    cfg.pool = Some(pool);
-    Ok(cfg.create_pool(Some(Runtime::Tokio1))?)
+    shop_service::pools::redis_pool_from(&config.redis)
 }
 
 /// `PING`, bounded by the pool's timeouts.

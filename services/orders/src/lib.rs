@@ -24,9 +24,9 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use shop_auth::TokenVerifier;
-use shop_lifecycle::{CancellationToken, Lifecycle, ShutdownReport};
+use shop_lifecycle::{Lifecycle, ShutdownReport};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use shop_service::Server;
 
 pub use crate::config::Config;
 use crate::{
@@ -64,7 +64,7 @@ pub fn token_verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
 /// The built service: bound to its port, jobs started, ready to serve.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    server: Server,
     state: AppState,
 }
 
@@ -85,9 +85,7 @@ impl Application {
             db::MIGRATOR.run(&db).await.context("applying migrations")?;
         }
         let redis = events::pool(&config)?;
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let server = Server::bind("orders", config.addr).await?;
         let products = ProductRepository::new(db.clone());
         let leak_demo = LeakDemo::new(&config);
         let state = AppState {
@@ -103,14 +101,14 @@ impl Application {
             leak_demo,
         };
         jobs::start(&state);
-        Ok(Self { listener, state })
+        Ok(Self { server, state })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.server
             .local_addr()
-            .expect("a bound listener has an address")
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// The bound port.
@@ -123,45 +121,30 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `stop` resolves, then shuts down in order: stop accepting and drain
-    /// in-flight requests (up to `SHUTDOWN_DRAIN_TIMEOUT`), stop the jobs (up to
-    /// `SHUTDOWN_JOBS_TIMEOUT`, naming any that did not finish), close the pools.
+    /// Serves until `stop` resolves, then shuts down in the kit's order
+    /// ([`shop_service::server`]): stop accepting and drain in-flight requests (up to
+    /// `SHUTDOWN_DRAIN_TIMEOUT`), stop the jobs (up to `SHUTDOWN_JOBS_TIMEOUT`, naming any
+    /// that did not finish), close the pools.
     pub async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<ShutdownReport> {
-        let Self { listener, state } = self;
-        let addr = listener.local_addr()?;
+        let Self { server, state } = self;
         let router = routes::router(state.clone());
-        tracing::info!(%addr, "orders listening");
-
-        // Separate from the lifecycle's token: requests drain first, while the jobs
-        // (the outbox relay above all) keep running.
-        let stop_accepting = CancellationToken::new();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
-
-        tokio::select! {
-            result = &mut server => result.context("serving HTTP")?,
-            () = stop => {
-                tracing::info!("shutdown requested: draining in-flight requests");
-                stop_accepting.cancel();
-                let drain = state.config.shutdown_drain_timeout;
-                match tokio::time::timeout(drain, &mut server).await {
-                    Ok(result) => result.context("serving HTTP")?,
-                    Err(_) => tracing::warn!(?drain, "in-flight requests did not drain in time"),
-                }
-            }
+        let mut pools: Vec<Box<dyn shop_service::server::Close>> =
+            vec![Box::new(state.db.clone()), Box::new(state.redis.clone())];
+        if let Some(cache) = state.cache.redis_pool() {
+            pools.push(Box::new(cache.clone()));
         }
-
-        let report = state
-            .lifecycle
-            .shutdown(state.config.shutdown_jobs_timeout)
-            .await;
+        let report = server
+            .run(
+                router,
+                state.lifecycle.clone(),
+                &state.config.server,
+                stop,
+                pools,
+            )
+            .await?;
         if state.leak_demo.tasks_alive() > 0 {
             // Not tracked, so not waited for: that is the leak the demo shows.
             tracing::warn!(
@@ -170,17 +153,6 @@ impl Application {
                  only when the runtime is dropped"
             );
         }
-        state.db.close().await;
-        state.redis.close();
-        state.cache.close();
-        tracing::info!(
-            clean = report.is_clean(),
-            unfinished = ?report.unfinished,
-            alive_tasks_before = report.alive_tasks_before,
-            alive_tasks_after = report.alive_tasks_after,
-            elapsed = ?report.elapsed,
-            "orders stopped"
-        );
         Ok(report)
     }
 }

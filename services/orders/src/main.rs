@@ -13,12 +13,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Old variable names (DB_MAX_CONNECTIONS, ...) still work for one release.
+    let legacy = shop_service::LegacyEnv::from_env(shop_orders::config::LEGACY_ENV);
+    let cli = Cli::parse_from(legacy.args());
     // A container probe runs every few seconds: no telemetry, no log line (as the gateway).
     if let Some(Command::Healthcheck) = cli.command {
         return shop_service::healthcheck::probe(cli.config.addr).await;
     }
     let telemetry = shop_telemetry::init("orders")?;
+    legacy.warn();
     shop_telemetry::metrics::install();
     let config = cli.config;
     let result = match cli.command.unwrap_or(Command::Serve) {
@@ -32,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate => shop_orders::db::migrate(&config.database_url).await,
+        Command::Migrate => shop_orders::db::migrate(&config.database.url).await,
         Command::Seed(args) => shop_orders::seed::run(&config, &args).await,
         Command::Healthcheck => shop_service::healthcheck::probe(config.addr).await, // (above)
         Command::LeakDemo(args) => shop_orders::leak_demo_command::run(config.addr, &args.action)

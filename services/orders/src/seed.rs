@@ -24,12 +24,12 @@ pub fn sku(i: u32) -> String {
     format!("SKU-{i:05}")
 }
 
-/// Runs the seed against `config.database_url` (migrating first).
+/// Runs the seed against `config.database.url` (migrating first).
 pub async fn run(config: &Config, args: &SeedArgs) -> anyhow::Result<()> {
-    crate::db::migrate(&config.database_url).await?;
+    crate::db::migrate(&config.database.url).await?;
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .connect(&config.database_url)
+        .connect(&config.database.url)
         .await?;
     let products = seed_products(&db, args.products, args.stock).await?;
     let users = seed_users(&db, args.users).await?;

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Pool;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -59,16 +59,7 @@ impl RedisLayer {
         prefix: String,
         channel: String,
     ) -> anyhow::Result<Self> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        let mut pool = PoolConfig::new(pool_size);
-        pool.timeouts = Timeouts {
-            wait: Some(timeout),
-            create: Some(timeout),
-            recycle: Some(timeout),
-        };
-        cfg.pool = Some(pool);
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
+        let pool = shop_service::pools::redis_pool(url, pool_size, timeout)
             .context("building the cache's Redis pool")?;
         Ok(Self {
             pool,
@@ -76,6 +67,10 @@ impl RedisLayer {
             channel,
             timeout,
         })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     pub(crate) fn key(&self, id: Uuid) -> String {

@@ -260,6 +260,11 @@ impl ProductCache {
         self.inner.breaker.observe(reachable, &error.to_string());
     }
 
+    /// The cache's own Redis pool, if it has one (its gauges: `redis_pool_*{pool="cache"}`).
+    pub fn redis_pool(&self) -> Option<&deadpool_redis::Pool> {
+        self.inner.l2.as_ref().map(|l2| l2.pool())
+    }
+
     /// Refreshes the `cache_entries` gauge.
     pub(crate) fn record_entries(&self) {
         if let Some(l1) = &self.inner.l1 {

@@ -8,24 +8,16 @@ pub async fn run(state: AppState) -> anyhow::Result<()> {
     state.lifecycle.record_metrics();
     shop_telemetry::runtime::sample();
 
-    let size = state.db.size();
-    let idle = state.db.num_idle() as u32;
-    metrics::gauge!("db_pool_max_connections").set(f64::from(state.config.db_max_connections));
-    metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
-    metrics::gauge!("db_pool_connections", "state" => "in_use")
-        .set(f64::from(size.saturating_sub(idle)));
-
-    let redis = state.redis.status();
-    metrics::gauge!("redis_pool_max_connections").set(redis.max_size as f64);
-    metrics::gauge!("redis_pool_connections", "state" => "idle").set(redis.available as f64);
-    metrics::gauge!("redis_pool_connections", "state" => "in_use")
-        .set(redis.size.saturating_sub(redis.available) as f64);
-    metrics::gauge!("redis_pool_waiters").set(redis.waiting as f64);
+    shop_service::pools::record_pg_metrics("orders", &state.db, state.config.database.max_connections);
+    let waiting = shop_service::pools::record_redis_metrics("events", &state.redis);
+    if let Some(cache) = state.cache.redis_pool() {
+        shop_service::pools::record_redis_metrics("cache", cache);
+    }
 
     // Before the query below, so that a failing database does not blind the alarm.
     state
         .leak_alarm
-        .observe(shop_lifecycle::alive_tasks(), redis.waiting);
+        .observe(shop_lifecycle::alive_tasks(), waiting);
 
     let (backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
         "select count(*), extract(epoch from now() - min(created_at))::float8 \

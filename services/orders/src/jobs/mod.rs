@@ -17,7 +17,7 @@ pub fn start(state: &AppState) {
         let config = &state.config;
         let (url, timeout, backoff) = (
             config.cache_redis_url().to_owned(),
-            config.redis_timeout,
+            config.redis.timeout,
             config.cache_listener_max_backoff,
         );
         state
@@ -43,7 +43,7 @@ pub fn start(state: &AppState) {
     let sampler_state = state.clone();
     state.lifecycle.spawn_periodic(
         "metrics_sampler",
-        PeriodicConfig::new(state.config.metrics_sample_interval)
+        PeriodicConfig::new(state.config.server.metrics_sample_interval)
             .with_timeout(std::time::Duration::from_secs(2)),
         move |_token| metrics_sampler::run(sampler_state.clone()),
     );

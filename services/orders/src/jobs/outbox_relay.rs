@@ -106,7 +106,7 @@ pub async fn relay_batch(state: &AppState) -> anyhow::Result<usize> {
         &state.redis,
         &state.config.events_stream,
         state.config.events_stream_maxlen,
-        state.config.redis_timeout.max(Duration::from_secs(1)),
+        state.config.redis.timeout.max(Duration::from_secs(1)),
         &events,
     )
     .await?;

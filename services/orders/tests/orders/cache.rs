@@ -159,7 +159,7 @@ async fn two_replicas(db: &PgPool) -> (TestApp, TestApp, Config) {
     let a = TestApp::spawn_with(db, config.clone()).await;
     let b = TestApp::spawn_with(db, config.clone()).await;
     let (url, channel) = (
-        config.redis_url.clone(),
+        config.redis.url.clone(),
         config.cache_invalidation_channel.clone(),
     );
     eventually(Duration::from_secs(10), "both listeners subscribed", || {
@@ -381,7 +381,7 @@ async fn entries_written_together_get_ttls_spread_by_the_jitter_in_both_layers(d
                 .as_millis() as i64,
         );
     }
-    let mut conn = redis_conn(&config.redis_url).await;
+    let mut conn = redis_conn(&config.redis.url).await;
     let mut l2 = Vec::new();
     for id in &products {
         let pttl: i64 = redis::cmd("PTTL")
@@ -415,7 +415,7 @@ async fn the_invalidation_listener_stops_within_the_shutdown_deadline_even_while
     let mut config = cache_config();
     // Nothing listens there: the listener is in its reconnect loop, reads use Postgres.
     config.cache_redis_url = Some(format!("redis://127.0.0.1:{}", free_port()));
-    config.shutdown_jobs_timeout = Duration::from_secs(3);
+    config.server.shutdown_jobs_timeout = Duration::from_secs(3);
     let app = TestApp::spawn_with(&db, config).await;
     let product = create_product(&db, 1).await;
     for _ in 0..5 {
@@ -442,7 +442,7 @@ async fn a_subscribed_listener_ends_at_shutdown_and_leaves_no_task_behind(db: Pg
     let config = cache_config();
     let app = TestApp::spawn_with(&db, config.clone()).await;
     let (url, channel) = (
-        config.redis_url.clone(),
+        config.redis.url.clone(),
         config.cache_invalidation_channel.clone(),
     );
     eventually(Duration::from_secs(10), "the listener subscribed", || {

@@ -34,14 +34,14 @@ pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.migrate_on_start = false;
-    config.redis_url = redis_url();
+    config.redis.url = redis_url();
     config.events_stream = format!("shop:test:{}:events", Uuid::new_v4());
-    config.db_max_connections = 8;
-    config.db_min_connections = 0;
+    config.database.max_connections = 8;
+    config.database.min_connections = 0;
     // The concurrency tests fire hundreds of placements at one hot row from a debug
     // build on a shared machine: they test correctness, so they wait for connections.
     // The exhaustion test sets its own short timeout.
-    config.db_acquire_timeout = Duration::from_secs(20);
+    config.database.acquire_timeout = Duration::from_secs(20);
     config.outbox_poll_interval = Duration::from_millis(20);
     config
 }

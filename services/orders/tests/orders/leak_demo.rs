@@ -25,7 +25,7 @@ fn demo_config(task_lifetime: Duration) -> Config {
     config.leak_demo = true;
     config.leak_demo_task_lifetime = task_lifetime;
     config.leak_demo_max_duration = Duration::from_secs(60);
-    config.metrics_sample_interval = Duration::from_secs(3600);
+    config.server.metrics_sample_interval = Duration::from_secs(3600);
     config
 }
 

@@ -62,7 +62,7 @@ async fn every_placed_order_reaches_the_stream_with_its_outbox_id(db: PgPool) {
     )
     .await;
     let published: BTreeSet<i64> =
-        stream_outbox_ids(&app.state.config.redis_url, &app.state.config.events_stream)
+        stream_outbox_ids(&app.state.config.redis.url, &app.state.config.events_stream)
             .await
             .into_iter()
             .collect();
@@ -75,8 +75,8 @@ async fn every_placed_order_reaches_the_stream_with_its_outbox_id(db: PgPool) {
 async fn a_relay_interrupted_mid_batch_and_restarted_loses_nothing(db: PgPool) {
     // The service's own relay cannot reach Redis: events pile up, orders still succeed.
     let mut config = test_config();
-    let redis_url = config.redis_url.clone();
-    config.redis_url = "redis://127.0.0.1:1".into();
+    let redis_url = config.redis.url.clone();
+    config.redis.url = "redis://127.0.0.1:1".into();
     config.outbox_batch_size = 7;
     let app = TestApp::spawn_with(&db, config.clone()).await;
     let product = create_product(&db, 100).await;
@@ -99,7 +99,7 @@ async fn a_relay_interrupted_mid_batch_and_restarted_loses_nothing(db: PgPool) {
     // A relay with a working Redis, stopped at arbitrary points mid-batch many times...
     let mut state = app.state.clone();
     let mut good = config;
-    good.redis_url = redis_url.clone();
+    good.redis.url = redis_url.clone();
     state.redis = events::pool(&good).unwrap();
     for i in 0..60u64 {
         let _ = tokio::time::timeout(

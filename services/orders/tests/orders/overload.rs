@@ -15,8 +15,8 @@ async fn when_the_pool_is_exhausted_extra_requests_get_503_fast_and_the_service_
     db: PgPool,
 ) {
     let mut config = test_config();
-    config.db_max_connections = 2;
-    config.db_acquire_timeout = Duration::from_millis(200);
+    config.database.max_connections = 2;
+    config.database.acquire_timeout = Duration::from_millis(200);
     let app = TestApp::spawn_with(&db, config).await;
     let product = create_product(&db, 10).await;
     let url = app.url(&format!("/v1/products/{product}"));
