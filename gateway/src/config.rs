@@ -8,6 +8,10 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use shop_service::{
+    DatabaseConfig, RedisConfig, ServerConfig,
+    config::{Rename, Unit},
+};
 
 /// The command line: `gateway [serve]` or `gateway healthcheck`.
 #[derive(Debug, Parser)]
@@ -16,6 +20,9 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "shop's public entry point: auth, rate limiting, a resilient proxy to orders"
 )]
+// The gateway's pool serves logins only: smaller, and a login may wait a little longer.
+#[command(mut_arg("database_max_connections", |a| a.default_value("8")))]
+#[command(mut_arg("database_acquire_timeout", |a| a.default_value("2s")))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -44,40 +51,14 @@ pub struct Config {
     #[arg(long, env = "ORDERS_URL", default_value = "http://127.0.0.1:8081")]
     pub orders_url: String,
 
-    /// Postgres URL (the gateway reads `users`). Secret: never logged.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/shop",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// Postgres (`DATABASE_*`, shared by every service; the gateway reads `users`).
+    #[command(flatten)]
+    pub database: DatabaseConfig,
 
-    /// Maximum Postgres connections of the gateway's pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
-    pub database_max_connections: u32,
-
-    /// How long a login waits for a Postgres connection before failing (pitfall 5: never
-    /// wait forever on a pool).
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub database_acquire_timeout: Duration,
-
-    /// Age after which a Postgres connection is closed and replaced.
-    #[arg(long, env = "DATABASE_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
-    pub database_max_lifetime: Duration,
-
-    /// Idle time after which a Postgres connection is closed.
-    #[arg(long, env = "DATABASE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub database_idle_timeout: Duration,
-
-    /// Redis URL (shared rate-limit state). Secret: never logged.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    /// Redis (`REDIS_URL`: the shared rate-limit state; the limiter multiplexes one
+    /// connection, so `REDIS_POOL_SIZE` is not used by the gateway).
+    #[command(flatten)]
+    pub redis: RedisConfig,
 
     /// PEM file of the Ed25519 private key that signs tokens. Unset: the development key
     /// (a loud warning is logged).
@@ -188,9 +169,6 @@ pub struct Config {
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 256 * 1024)]
     pub body_limit_bytes: usize,
-    /// Time a client has to send its request headers, in ms.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5000)]
-    pub header_read_timeout_ms: u64,
     /// Time a client has to send its request body, in ms.
     #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10000)]
     pub body_read_timeout_ms: u64,
@@ -202,12 +180,10 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Vec<String>,
-    /// Time given to in-flight requests and jobs at shutdown, in ms.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10000)]
-    pub shutdown_timeout_ms: u64,
-    /// How often runtime, job and pool metrics are sampled (same variable as orders').
-    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub metrics_sample_interval: std::time::Duration,
+    /// The HTTP server and the stop (`HEADER_READ_TIMEOUT`, `SHUTDOWN_DRAIN_TIMEOUT`,
+    /// `SHUTDOWN_JOBS_TIMEOUT`, `METRICS_SAMPLE_INTERVAL`).
+    #[command(flatten)]
+    pub server: ServerConfig,
 }
 
 impl fmt::Debug for Config {
@@ -216,8 +192,8 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("orders_url", &self.orders_url)
-            .field("database_url", &"<redacted>")
-            .field("redis_url", &"<redacted>")
+            .field("database", &self.database)
+            .field("redis", &self.redis)
             .field("auth_private_key_file", &self.auth_private_key_file)
             .field("auth_public_key_file", &self.auth_public_key_file)
             .field("rate_limit_login", &self.rate_limit_login)
@@ -229,6 +205,14 @@ impl fmt::Debug for Config {
     }
 }
 
+/// Variables the gateway read before the shared kit; they work for one more release,
+/// with a warning naming the new one (docs/operations.md, "Configuration").
+pub const LEGACY_ENV: &[Rename] = &[
+    Rename::new("HEADER_READ_TIMEOUT_MS", "HEADER_READ_TIMEOUT", Unit::Millis),
+    Rename::new("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_DRAIN_TIMEOUT", Unit::Millis),
+    Rename::new("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_JOBS_TIMEOUT", Unit::Millis),
+];
+
 impl Config {
     /// The defaults, as if no flag and no variable were set (tests start from this).
     pub fn default_for_tests() -> Self {
@@ -237,9 +221,6 @@ impl Config {
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
-    }
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
     }
 }
 
@@ -302,7 +283,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_the_connection_urls() {
         let mut config = Config::default_for_tests();
-        config.database_url = "postgres://user:hunter2@db/shop".into();
+        config.database.url = "postgres://user:hunter2@db/shop".into();
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

@@ -5,18 +5,13 @@
 //! `DATABASE_ACQUIRE_TIMEOUT` instead of queueing forever (pitfall 5).
 
 use anyhow::Context as _;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 
 use crate::config::Config;
 
-/// The pool described by `config`; connects lazily.
+/// The pool described by `config` (the kit's [`shop_service::pools::pg_pool`]); connects
+/// lazily.
 pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        .min_connections(0)
-        .acquire_timeout(config.database_acquire_timeout)
-        .max_lifetime(config.database_max_lifetime)
-        .idle_timeout(config.database_idle_timeout)
-        .connect_lazy(&config.database_url)
-        .context("DATABASE_URL")
+    let options = config.database.url.parse().context("DATABASE_URL")?;
+    Ok(shop_service::pools::pg_pool("gateway", &config.database, options))
 }

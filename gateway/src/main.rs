@@ -11,13 +11,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Old variable names (SHUTDOWN_TIMEOUT_MS, ...) still work for one release.
+    let legacy = shop_service::LegacyEnv::from_env(shop_gateway::config::LEGACY_ENV);
+    let cli = Cli::parse_from(legacy.args());
     if let Some(Command::Healthcheck) = cli.command {
         std::process::exit(i32::from(
             shop_service::healthcheck::probe(cli.config.addr).await.is_err(),
         ));
     }
     let telemetry = shop_telemetry::init("gateway")?;
+    legacy.warn();
     shop_telemetry::metrics::install();
     let lifecycle = Lifecycle::new();
     let app = Application::build(cli.config, lifecycle.clone()).await?;

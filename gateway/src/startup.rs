@@ -5,29 +5,22 @@
 //! [`crate::jobs`], the router and its middleware in [`crate::routes`]. What is left here
 //! is putting them together, the accept loop and the shutdown.
 //!
-//! The server loop is hand-written over hyper-util (rather than `axum::serve`) for two
-//! things `axum::serve` does not offer: a header read timeout against slow clients
-//! (slowloris), and connection tasks owned by the lifecycle supervisor, so that a
-//! shutdown waits for them and names them if they miss the deadline.
+//! Binding, serving (header read timeout, supervised connection tasks), draining and
+//! stopping are the kit's [`shop_service::Server`], as in every service.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::{Router, http::Request};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
+use axum::Router;
 use shop_lifecycle::Lifecycle;
-use tokio::{net::TcpListener, sync::Semaphore};
-use tower::ServiceExt as _;
+use shop_service::Server;
+use tokio::sync::Semaphore;
 
 use crate::{
     config::Config,
     db, jobs,
     middleware::{
-        client_ip::{ClientIp, PeerAddr, TrustedProxies},
+        client_ip::TrustedProxies,
         rate_limit::{Policies, RateLimiter},
     },
     proxy::Upstream,
@@ -38,7 +31,7 @@ use crate::{
 /// A built gateway: bound, not yet serving.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    server: Server,
     router: Router,
     state: AppState,
     port: u16,
@@ -74,12 +67,10 @@ impl Application {
         jobs::start(&state, &lifecycle);
 
         let router = routes::router(state.clone())?;
-        let listener = TcpListener::bind(state.config.addr)
-            .await
-            .with_context(|| format!("binding {}", state.config.addr))?;
-        let port = listener.local_addr()?.port();
+        let server = Server::bind("gateway", state.config.addr).await?;
+        let port = server.local_addr()?.port();
         Ok(Self {
-            listener,
+            server,
             router,
             state,
             port,
@@ -91,84 +82,28 @@ impl Application {
         self.port
     }
 
-    /// Serves until the lifecycle's token is cancelled (a signal, or a test), then stops
-    /// accepting, lets in-flight requests finish within the shutdown deadline, and
-    /// stops every job. Returns once everything has stopped.
+    /// Serves until the lifecycle's token is cancelled (a signal, or a test), then shuts
+    /// down in the kit's order ([`shop_service::server`]): stop accepting, drain
+    /// in-flight requests, stop every job, close the pool. Returns once everything has
+    /// stopped.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            router,
-            state,
-            ..
-        } = self;
+        let Self { server, router, state, .. } = self;
         let lifecycle = state.lifecycle.clone();
         let config = Arc::clone(&state.config);
-        let token = lifecycle.token();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
-            .keep_alive(true);
-        let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
-        let trusted = Arc::clone(&state.trusted_proxies);
-        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = token.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(error) => {
-                        // Usually EMFILE: back off a little instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let trusted = Arc::clone(&trusted);
-            let service =
-                router
-                    .clone()
-                    .map_request(move |mut request: Request<hyper::body::Incoming>| {
-                        let client = trusted.client_ip(peer.ip(), request.headers());
-                        request.extensions_mut().insert(PeerAddr(peer));
-                        request.extensions_mut().insert(ClientIp(client));
-                        request
-                    });
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .into_owned();
-            let connection = graceful.watch(connection);
-            drop(
-                lifecycle.spawn_connection_task("http_connection", async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, error = %error, "connection ended with an error");
-                    }
-                }),
-            );
-        }
-
-        drop(listener);
-        let deadline = config.shutdown_timeout();
-        tracing::info!(?deadline, "stopped accepting; draining in-flight requests");
-        if tokio::time::timeout(deadline, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections were still busy at the shutdown deadline");
-        }
-        // The last handles on the state: dropping them drops the upstream client, whose
-        // pooled connections then close and their (tracked) tasks end.
-        drop(router);
+        let pools: Vec<Box<dyn shop_service::server::Close>> = vec![Box::new(state.db.clone())];
+        // The router holds the last handles on the state: the server drops it after the
+        // drain, which drops the upstream client, whose pooled connections then close and
+        // their (tracked) tasks end before the jobs' deadline.
         drop(state);
-        let report = lifecycle.shutdown(deadline).await;
-        if !report.is_clean() {
-            tracing::warn!(?report, "shutdown was not clean");
-        }
+        server
+            .run(
+                router,
+                lifecycle,
+                &config.server,
+                std::future::pending(),
+                pools,
+            )
+            .await?;
         Ok(())
     }
 }
@@ -177,7 +112,7 @@ impl Application {
 /// call is bounded by `RATE_LIMIT_REDIS_TIMEOUT_MS`: while Redis is down or slow the
 /// limiter falls back to its local state instead of making requests wait.
 fn rate_limiter(config: &Config) -> anyhow::Result<RateLimiter> {
-    let redis_client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
+    let redis_client = redis::Client::open(config.redis.url.as_str()).context("REDIS_URL")?;
     let redis_timeout = Duration::from_millis(config.rate_limit_redis_timeout_ms);
     let redis = redis::aio::ConnectionManager::new_lazy_with_config(
         redis_client,

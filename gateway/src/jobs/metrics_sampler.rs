@@ -8,13 +8,11 @@ use crate::state::AppState;
 pub async fn run(state: AppState) -> anyhow::Result<()> {
     state.lifecycle.record_metrics();
     shop_telemetry::runtime::sample();
-    let size = state.db.size();
-    let idle = u32::try_from(state.db.num_idle()).unwrap_or(u32::MAX);
-    metrics::gauge!("db_pool_max_connections")
-        .set(f64::from(state.config.database_max_connections));
-    metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
-    metrics::gauge!("db_pool_connections", "state" => "in_use")
-        .set(f64::from(size.saturating_sub(idle)));
+    shop_service::pools::record_pg_metrics(
+        "gateway",
+        &state.db,
+        state.config.database.max_connections,
+    );
     Ok(())
 }
 

@@ -32,6 +32,7 @@ pub fn start(state: &AppState, lifecycle: &Lifecycle) {
         PeriodicConfig::new(
             state
                 .config
+                .server
                 .metrics_sample_interval
                 .max(MIN_SAMPLE_INTERVAL),
         ),

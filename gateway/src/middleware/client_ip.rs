@@ -5,11 +5,35 @@
 //! straight to the gateway gets its socket address, so a spoofed header cannot buy a
 //! fresh rate-limit quota.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
-use axum::http::HeaderMap;
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::HeaderMap,
+    middleware::Next,
+    response::Response,
+};
 
-/// The peer's address, put in the request extensions by the server loop.
+/// Puts [`PeerAddr`] and the resolved [`ClientIp`] in the request's extensions, from the
+/// peer address the kit's server attaches (`ConnectInfo`) and the trusted proxies.
+pub async fn resolve(
+    State(trusted): State<Arc<TrustedProxies>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+    {
+        let client = trusted.client_ip(peer.ip(), request.headers());
+        request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(ClientIp(client));
+    }
+    next.run(request).await
+}
+
+/// The peer's address, in the request extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 

@@ -58,6 +58,11 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     if let Some(cors) = cors::layer(&config.cors_allowed_origins)? {
         app = app.layer(cors);
     }
+    // Who is calling, before anything that limits or forwards by client.
+    app = app.layer(from_fn_with_state(
+        Arc::clone(&state.trusted_proxies),
+        crate::middleware::client_ip::resolve,
+    ));
     // `Router::layer`, not a wrapper around the finished service: axum has put the
     // `MatchedPath` in the request by then, so spans and metrics name the route.
     Ok(app.layer(shop_telemetry::http::layer()).with_state(state))

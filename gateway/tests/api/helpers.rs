@@ -77,14 +77,15 @@ impl Drop for TestGateway {
 pub fn test_config(pool: &PgPool, orders_url: &str) -> Config {
     let mut config = Config::default_for_tests();
     config.addr = "127.0.0.1:0".parse().unwrap();
-    config.database_url = database_url(pool);
-    config.redis_url = redis_url();
+    config.database.url = database_url(pool);
+    config.redis.url = redis_url();
     config.rate_limit_redis_prefix = format!("test:{}:", Uuid::new_v4());
     config.orders_url = orders_url.to_owned();
     config.rate_limit_default = "10000/s".parse().unwrap();
     config.rate_limit_login = "1000/s".parse().unwrap();
     config.rate_limit_orders = "1000/s".parse().unwrap();
-    config.shutdown_timeout_ms = 5000;
+    config.server.shutdown_drain_timeout = Duration::from_secs(5);
+    config.server.shutdown_jobs_timeout = Duration::from_secs(5);
     config
 }
 

@@ -164,7 +164,7 @@ async fn when_redis_stops_local_limiting_continues_without_5xx_and_shared_limiti
     let (orders, _stub) = spawn_stub(&lifecycle).await;
     let mut redis = PrivateRedis::start().await;
     let mut config = test_config(&pool, &orders);
-    config.redis_url = redis.url();
+    config.redis.url = redis.url();
     config.rate_limit_default = "4/m".parse().unwrap();
     // The test is the trusted proxy, so it can play several clients.
     config.trusted_proxies = vec!["127.0.0.0/8".into()];

@@ -12,7 +12,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected_at_the_header_
     pool: PgPool,
 ) {
     let (gateway, _stub, _upstream) = gateway_with_stub(&pool, |config| {
-        config.header_read_timeout_ms = 300;
+        config.server.header_read_timeout = std::time::Duration::from_millis(300);
     })
     .await;
 
