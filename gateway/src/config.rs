@@ -208,8 +208,16 @@ impl fmt::Debug for Config {
 /// Variables the gateway read before the shared kit; they work for one more release,
 /// with a warning naming the new one (docs/operations.md, "Configuration").
 pub const LEGACY_ENV: &[Rename] = &[
-    Rename::new("HEADER_READ_TIMEOUT_MS", "HEADER_READ_TIMEOUT", Unit::Millis),
-    Rename::new("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_DRAIN_TIMEOUT", Unit::Millis),
+    Rename::new(
+        "HEADER_READ_TIMEOUT_MS",
+        "HEADER_READ_TIMEOUT",
+        Unit::Millis,
+    ),
+    Rename::new(
+        "SHUTDOWN_TIMEOUT_MS",
+        "SHUTDOWN_DRAIN_TIMEOUT",
+        Unit::Millis,
+    ),
     Rename::new("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_JOBS_TIMEOUT", Unit::Millis),
 ];
 

@@ -13,5 +13,9 @@ use crate::config::Config;
 /// lazily.
 pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
     let options = config.database.url.parse().context("DATABASE_URL")?;
-    Ok(shop_service::pools::pg_pool("gateway", &config.database, options))
+    Ok(shop_service::pools::pg_pool(
+        "gateway",
+        &config.database,
+        options,
+    ))
 }

@@ -16,7 +16,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(legacy.args());
     if let Some(Command::Healthcheck) = cli.command {
         std::process::exit(i32::from(
-            shop_service::healthcheck::probe(cli.config.addr).await.is_err(),
+            shop_service::healthcheck::probe(cli.config.addr)
+                .await
+                .is_err(),
         ));
     }
     let telemetry = shop_telemetry::init("gateway")?;

@@ -87,7 +87,12 @@ impl Application {
     /// in-flight requests, stop every job, close the pool. Returns once everything has
     /// stopped.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { server, router, state, .. } = self;
+        let Self {
+            server,
+            router,
+            state,
+            ..
+        } = self;
         let lifecycle = state.lifecycle.clone();
         let config = Arc::clone(&state.config);
         let pools: Vec<Box<dyn shop_service::server::Close>> = vec![Box::new(state.db.clone())];

@@ -15,11 +15,7 @@
 //! Every flag's long name is its variable's name in lower case with dashes
 //! (`DATABASE_URL` → `--database-url`); [`LegacyEnv`] relies on that.
 
-use std::{
-    ffi::OsString,
-    fmt,
-    time::Duration,
-};
+use std::{ffi::OsString, fmt, time::Duration};
 
 use clap::Args;
 
@@ -244,7 +240,11 @@ pub struct LegacyEnv {
 impl LegacyEnv {
     /// Reads the process's arguments and environment.
     pub fn from_env(renames: &[Rename]) -> Self {
-        Self::from_parts(std::env::args_os(), |name| std::env::var(name).ok(), renames)
+        Self::from_parts(
+            std::env::args_os(),
+            |name| std::env::var(name).ok(),
+            renames,
+        )
     }
 
     /// [`LegacyEnv::from_env`] with the arguments and the environment given (tests).
@@ -311,12 +311,12 @@ mod tests {
     use super::*;
 
     const RENAMES: &[Rename] = &[
+        Rename::new("DB_MAX_CONNECTIONS", "DATABASE_MAX_CONNECTIONS", Unit::Same),
         Rename::new(
-            "DB_MAX_CONNECTIONS",
-            "DATABASE_MAX_CONNECTIONS",
-            Unit::Same,
+            "SHUTDOWN_TIMEOUT_MS",
+            "SHUTDOWN_DRAIN_TIMEOUT",
+            Unit::Millis,
         ),
-        Rename::new("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_DRAIN_TIMEOUT", Unit::Millis),
     ];
 
     fn legacy(env: &[(&str, &str)], args: &[&str]) -> LegacyEnv {

@@ -18,8 +18,7 @@ pub async fn probe(addr: SocketAddr) -> anyhow::Result<()> {
         target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let uri: hyper::Uri = format!("http://{target}/healthz").parse()?;
-    let client: Client<_, Empty<bytes::Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let response = tokio::time::timeout(TIMEOUT, client.get(uri))
         .await
         .context("the health check timed out")?

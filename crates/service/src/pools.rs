@@ -88,7 +88,11 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 
 /// A bounded Redis pool (no connection is opened until first use): waits, connects and
 /// recycles all bounded by `timeout`.
-pub fn redis_pool(url: &str, size: usize, timeout: Duration) -> anyhow::Result<deadpool_redis::Pool> {
+pub fn redis_pool(
+    url: &str,
+    size: usize,
+    timeout: Duration,
+) -> anyhow::Result<deadpool_redis::Pool> {
     let mut cfg = deadpool_redis::Config::from_url(url);
     let mut pool = PoolConfig::new(size);
     pool.timeouts = Timeouts {

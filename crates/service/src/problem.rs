@@ -36,7 +36,11 @@ pub struct Problem {
 impl Problem {
     /// A problem of type `/problems/<slug>`, titled with the status's reason phrase and
     /// carrying the current trace id.
-    pub fn new(status: StatusCode, slug: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: impl Into<Cow<'static, str>>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             slug: slug.into(),
@@ -74,8 +78,14 @@ impl Problem {
     /// The document.
     pub fn body(&self) -> Value {
         let mut body = Map::with_capacity(5 + self.extensions.len());
-        body.insert("type".into(), Value::String(format!("/problems/{}", self.slug)));
-        body.insert("title".into(), Value::String(self.title.clone().into_owned()));
+        body.insert(
+            "type".into(),
+            Value::String(format!("/problems/{}", self.slug)),
+        );
+        body.insert(
+            "title".into(),
+            Value::String(self.title.clone().into_owned()),
+        );
         body.insert("status".into(), Value::from(self.status.as_u16()));
         body.insert("detail".into(), Value::String(self.detail.clone()));
         body.insert(
@@ -148,7 +158,10 @@ mod tests {
         let response = problem
             .with_retry_after(Some(Duration::from_millis(200)))
             .into_response();
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], BEARER_CHALLENGE);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            BEARER_CHALLENGE
+        );
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],

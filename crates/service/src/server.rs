@@ -93,8 +93,14 @@ impl Server {
         drop(listener);
         let drain = config.shutdown_drain_timeout;
         tracing::info!(?drain, "stopped accepting; draining in-flight requests");
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-            tracing::warn!(?drain, "some connections were still busy at the drain deadline");
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?drain,
+                "some connections were still busy at the drain deadline"
+            );
         }
         drop(router);
         let report = lifecycle.shutdown(config.shutdown_jobs_timeout).await;
@@ -149,12 +155,13 @@ async fn accept_until(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
+        let service =
+            router
+                .clone()
+                .map_request(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
         let connection = builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();

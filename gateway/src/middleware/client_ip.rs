@@ -24,7 +24,10 @@ pub async fn resolve(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+    if let Some(ConnectInfo(peer)) = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
     {
         let client = trusted.client_ip(peer.ip(), request.headers());
         request.extensions_mut().insert(PeerAddr(peer));

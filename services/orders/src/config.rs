@@ -237,7 +237,11 @@ pub const LEGACY_ENV: &[Rename] = &[
     Rename::new("DB_ACQUIRE_TIMEOUT", "DATABASE_ACQUIRE_TIMEOUT", Unit::Same),
     Rename::new("DB_IDLE_TIMEOUT", "DATABASE_IDLE_TIMEOUT", Unit::Same),
     Rename::new("DB_MAX_LIFETIME", "DATABASE_MAX_LIFETIME", Unit::Same),
-    Rename::new("DB_STATEMENT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT", Unit::Same),
+    Rename::new(
+        "DB_STATEMENT_TIMEOUT",
+        "DATABASE_STATEMENT_TIMEOUT",
+        Unit::Same,
+    ),
 ];
 
 impl Config {

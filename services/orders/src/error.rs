@@ -11,8 +11,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use shop_service::Problem;
 use serde_json::{Value, json};
+use shop_service::Problem;
 use uuid::Uuid;
 
 /// Every error a request can end with.

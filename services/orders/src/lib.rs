@@ -25,8 +25,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use shop_auth::TokenVerifier;
 use shop_lifecycle::{Lifecycle, ShutdownReport};
-use sqlx::PgPool;
 use shop_service::Server;
+use sqlx::PgPool;
 
 pub use crate::config::Config;
 use crate::{

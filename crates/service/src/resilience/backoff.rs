@@ -42,7 +42,9 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         // `without_max_times`: the iterator never ends; the fallback is for type's sake.
-        self.delays.next().unwrap_or_else(|| self.builder.build().next().unwrap_or_default())
+        self.delays
+            .next()
+            .unwrap_or_else(|| self.builder.build().next().unwrap_or_default())
     }
 
     /// Failures since the last success.

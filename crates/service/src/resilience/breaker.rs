@@ -363,7 +363,11 @@ impl CircuitBreaker {
                 BreakerState::Open => {
                     tracing::warn!(breaker = name, reason, "circuit breaker opened");
                 }
-                _ => tracing::info!(breaker = name, state = to.name(), "circuit breaker state changed"),
+                _ => tracing::info!(
+                    breaker = name,
+                    state = to.name(),
+                    "circuit breaker state changed"
+                ),
             }
             metrics::counter!("circuit_breaker_transitions_total", "breaker" => name, "to" => to.name())
                 .increment(1);
@@ -431,7 +435,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         drop(b.acquire().unwrap());
         drop(b.acquire().unwrap());
-        assert!(b.acquire().is_ok(), "dropped probes do not hold their slots");
+        assert!(
+            b.acquire().is_ok(),
+            "dropped probes do not hold their slots"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ pub async fn run(state: AppState) -> anyhow::Result<()> {
     state.lifecycle.record_metrics();
     shop_telemetry::runtime::sample();
 
-    shop_service::pools::record_pg_metrics("orders", &state.db, state.config.database.max_connections);
+    shop_service::pools::record_pg_metrics(
+        "orders",
+        &state.db,
+        state.config.database.max_connections,
+    );
     let waiting = shop_service::pools::record_redis_metrics("events", &state.redis);
     if let Some(cache) = state.cache.redis_pool() {
         shop_service::pools::record_redis_metrics("cache", cache);

@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use shop_service::resilience::Backoff;
 use shop_lifecycle::CancellationToken;
+use shop_service::resilience::Backoff;
 use uuid::Uuid;
 
 use crate::{
@@ -43,7 +43,10 @@ pub async fn run(state: AppState, token: CancellationToken) -> anyhow::Result<()
         match tokio::time::timeout(BATCH_TIMEOUT, relay_batch(&state)).await {
             Ok(Ok(published)) => {
                 if backoff.failures() > 0 {
-                    tracing::info!(after_failures = backoff.failures(), "outbox relay recovered");
+                    tracing::info!(
+                        after_failures = backoff.failures(),
+                        "outbox relay recovered"
+                    );
                 }
                 backoff.reset();
                 // A full batch means more may be waiting: go again at once.
