@@ -70,9 +70,9 @@ pub struct Config {
     #[arg(long, env = "AUTH_PUBLIC_KEY_FILE")]
     pub auth_public_key_file: Option<String>,
 
-    /// Lifetime of issued access tokens, in seconds.
-    #[arg(long, env = "AUTH_TOKEN_TTL_SECS", default_value_t = 900)]
-    pub auth_token_ttl_secs: u64,
+    /// Lifetime of issued access tokens.
+    #[arg(long, env = "AUTH_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub auth_token_ttl: Duration,
 
     /// Password checks (argon2id) allowed to run at once; beyond it logins get 503.
     #[arg(long, env = "AUTH_MAX_CONCURRENT_HASHES", default_value_t = 4)]
@@ -107,10 +107,10 @@ pub struct Config {
     )]
     pub rate_limit_redis_prefix: String,
 
-    /// Timeout of one rate-limit round trip to Redis, in ms; beyond it the local
+    /// Timeout of one rate-limit round trip to Redis; beyond it the local
     /// limiter decides.
-    #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 50)]
-    pub rate_limit_redis_timeout_ms: u64,
+    #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub rate_limit_redis_timeout: Duration,
 
     /// Comma-separated IPs or CIDRs of proxies whose `X-Forwarded-For` is believed.
     #[arg(
@@ -121,15 +121,15 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<String>,
 
-    /// Total deadline of a proxied request, in ms (including retries).
-    #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 5000)]
-    pub upstream_timeout_ms: u64,
-    /// Total deadline of POST /v1/orders, in ms.
-    #[arg(long, env = "UPSTREAM_ORDERS_POST_TIMEOUT_MS", default_value_t = 10000)]
-    pub upstream_orders_post_timeout_ms: u64,
-    /// TCP connect timeout to orders, in ms.
-    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 500)]
-    pub upstream_connect_timeout_ms: u64,
+    /// Total deadline of a proxied request (including retries).
+    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Total deadline of POST /v1/orders.
+    #[arg(long, env = "UPSTREAM_ORDERS_POST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub upstream_orders_post_timeout: Duration,
+    /// TCP connect timeout to orders.
+    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
     /// Idle connections kept per upstream host.
     #[arg(long, env = "UPSTREAM_POOL_MAX_IDLE", default_value_t = 128)]
     pub upstream_pool_max_idle: usize,
@@ -137,9 +137,9 @@ pub struct Config {
     /// Attempts per request at most (1 = no retry).
     #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 3)]
     pub retry_max_attempts: u32,
-    /// Base of the exponential backoff, in ms (full jitter).
-    #[arg(long, env = "RETRY_BASE_DELAY_MS", default_value_t = 25)]
-    pub retry_base_delay_ms: u64,
+    /// First wait of the retry backoff (the kit's policy: doubling, with jitter).
+    #[arg(long, env = "RETRY_BASE_DELAY", default_value = "25ms", value_parser = humantime::parse_duration)]
+    pub retry_base_delay: Duration,
     /// Retries allowed, as a percentage of recent requests (global budget).
     #[arg(long, env = "RETRY_BUDGET_PERCENT", default_value_t = 10.0)]
     pub retry_budget_percent: f32,
@@ -153,12 +153,12 @@ pub struct Config {
     /// Requests needed in the window before the breaker may open.
     #[arg(long, env = "BREAKER_MIN_REQUESTS", default_value_t = 20)]
     pub breaker_min_requests: u32,
-    /// Length of the breaker's sliding window, in ms.
-    #[arg(long, env = "BREAKER_WINDOW_MS", default_value_t = 10000)]
-    pub breaker_window_ms: u64,
-    /// How long the breaker stays open before probing, in ms.
-    #[arg(long, env = "BREAKER_OPEN_MS", default_value_t = 5000)]
-    pub breaker_open_ms: u64,
+    /// Length of the breaker's sliding window.
+    #[arg(long, env = "BREAKER_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub breaker_window: Duration,
+    /// How long the breaker stays open before probing.
+    #[arg(long, env = "BREAKER_OPEN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub breaker_open: Duration,
     /// Probes let through while half-open; all must succeed to close.
     #[arg(long, env = "BREAKER_HALF_OPEN_PROBES", default_value_t = 3)]
     pub breaker_half_open_probes: u32,
@@ -167,11 +167,11 @@ pub struct Config {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
     /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 256 * 1024)]
-    pub body_limit_bytes: usize,
-    /// Time a client has to send its request body, in ms.
-    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10000)]
-    pub body_read_timeout_ms: u64,
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request body.
+    #[arg(long, env = "BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
     /// Comma-separated origins allowed by CORS (`*` for any; empty: CORS off).
     #[arg(
         long,
@@ -219,16 +219,34 @@ pub const LEGACY_ENV: &[Rename] = &[
         Unit::Millis,
     ),
     Rename::new("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_JOBS_TIMEOUT", Unit::Millis),
+    Rename::new("AUTH_TOKEN_TTL_SECS", "AUTH_TOKEN_TTL", Unit::Secs),
+    Rename::new(
+        "RATE_LIMIT_REDIS_TIMEOUT_MS",
+        "RATE_LIMIT_REDIS_TIMEOUT",
+        Unit::Millis,
+    ),
+    Rename::new("UPSTREAM_TIMEOUT_MS", "UPSTREAM_TIMEOUT", Unit::Millis),
+    Rename::new(
+        "UPSTREAM_ORDERS_POST_TIMEOUT_MS",
+        "UPSTREAM_ORDERS_POST_TIMEOUT",
+        Unit::Millis,
+    ),
+    Rename::new(
+        "UPSTREAM_CONNECT_TIMEOUT_MS",
+        "UPSTREAM_CONNECT_TIMEOUT",
+        Unit::Millis,
+    ),
+    Rename::new("RETRY_BASE_DELAY_MS", "RETRY_BASE_DELAY", Unit::Millis),
+    Rename::new("BREAKER_WINDOW_MS", "BREAKER_WINDOW", Unit::Millis),
+    Rename::new("BREAKER_OPEN_MS", "BREAKER_OPEN", Unit::Millis),
+    Rename::new("BODY_READ_TIMEOUT_MS", "BODY_READ_TIMEOUT", Unit::Millis),
+    Rename::new("BODY_LIMIT_BYTES", "MAX_BODY_BYTES", Unit::Same),
 ];
 
 impl Config {
     /// The defaults, as if no flag and no variable were set (tests start from this).
     pub fn default_for_tests() -> Self {
         Cli::parse_from(["gateway"]).config
-    }
-
-    pub fn upstream_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_timeout_ms)
     }
 }
 

@@ -45,7 +45,7 @@ impl Application {
         let (signer, verifier) = shop_auth::keys::signer_and_verifier(
             config.auth_private_key_file.as_deref(),
             config.auth_public_key_file.as_deref(),
-            Duration::from_secs(config.auth_token_ttl_secs),
+            config.auth_token_ttl,
         )?;
         let db = db::pool(&config)?;
         let limiter = rate_limiter(&config)?;
@@ -114,11 +114,11 @@ impl Application {
 }
 
 /// The rate limiter, its shared state in Redis. The connection is lazy and every Redis
-/// call is bounded by `RATE_LIMIT_REDIS_TIMEOUT_MS`: while Redis is down or slow the
+/// call is bounded by `RATE_LIMIT_REDIS_TIMEOUT`: while Redis is down or slow the
 /// limiter falls back to its local state instead of making requests wait.
 fn rate_limiter(config: &Config) -> anyhow::Result<RateLimiter> {
     let redis_client = redis::Client::open(config.redis.url.as_str()).context("REDIS_URL")?;
-    let redis_timeout = Duration::from_millis(config.rate_limit_redis_timeout_ms);
+    let redis_timeout = config.rate_limit_redis_timeout;
     let redis = redis::aio::ConnectionManager::new_lazy_with_config(
         redis_client,
         redis::aio::ConnectionManagerConfig::new()

@@ -136,9 +136,7 @@ impl Upstream {
             "ORDERS_URL must be http://host:port"
         );
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(
-            config.upstream_connect_timeout_ms,
-        )));
+        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(LifecycleExecutor(lifecycle.clone()))
@@ -152,9 +150,9 @@ impl Upstream {
                 trip: Trip::FailureRate {
                     rate: config.breaker_failure_rate,
                     min_calls: config.breaker_min_requests,
-                    window: Duration::from_millis(config.breaker_window_ms),
+                    window: config.breaker_window,
                 },
-                open_for: Duration::from_millis(config.breaker_open_ms),
+                open_for: config.breaker_open,
                 half_open_probes: config.breaker_half_open_probes.max(1),
             },
             move |state, _reason| {
@@ -174,7 +172,7 @@ impl Upstream {
             )),
             retry: RetryConfig {
                 max_attempts: config.retry_max_attempts.max(1),
-                base_delay: Duration::from_millis(config.retry_base_delay_ms),
+                base_delay: config.retry_base_delay,
                 max_delay: Duration::from_secs(1),
             },
         })

@@ -40,11 +40,9 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .merge(health::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound })
-        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn_with_state(state.verifier.clone(), authenticate))
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
-            config.body_read_timeout_ms,
-        )))
+        .layer(RequestBodyTimeoutLayer::new(config.body_read_timeout))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(shed_error))

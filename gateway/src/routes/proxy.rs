@@ -39,7 +39,7 @@ async fn orders(State(state): State<AppState>, request: Request) -> Result<Respo
 
 async fn forward(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let limit = state.config.body_limit_bytes;
+    let limit = state.config.max_body_bytes;
     if parts
         .headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -67,9 +67,9 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, ApiErro
         .get::<PeerAddr>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
     let deadline = if parts.method == Method::POST && parts.uri.path() == "/v1/orders" {
-        std::time::Duration::from_millis(state.config.upstream_orders_post_timeout_ms)
+        state.config.upstream_orders_post_timeout
     } else {
-        state.config.upstream_timeout()
+        state.config.upstream_timeout
     };
     let response = state
         .orders
@@ -109,7 +109,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
         if caused_by::<http_body_util::LengthLimitError>(&*error) {
             ApiError::PayloadTooLarge
         } else if caused_by::<tower_http::timeout::TimeoutError>(&*error) {
-            // BODY_READ_TIMEOUT_MS: a client too slow to send what it announced.
+            // BODY_READ_TIMEOUT: a client too slow to send what it announced.
             ApiError::RequestTimeout
         } else {
             ApiError::BadRequest(format!("could not read the request body: {error}"))

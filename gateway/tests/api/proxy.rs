@@ -71,7 +71,7 @@ async fn proxied_requests_carry_forwarding_trace_and_deadline_headers_but_no_hop
 #[sqlx::test(migrations = "../migrations")]
 async fn a_slow_upstream_gets_504_at_the_deadline_without_any_retry(pool: PgPool) {
     let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
-        config.upstream_timeout_ms = 300;
+        config.upstream_timeout = Duration::from_millis(300);
     })
     .await;
     stub.delay_ms.store(10_000, Ordering::SeqCst);
@@ -149,7 +149,7 @@ async fn when_orders_is_down_the_breaker_opens_and_answers_fast_then_closes_when
     let port = free_port();
     let mut config = test_config(&pool, &format!("http://127.0.0.1:{port}"));
     config.breaker_min_requests = 5;
-    config.breaker_open_ms = 500;
+    config.breaker_open = Duration::from_millis(500);
     config.breaker_half_open_probes = 1;
     config.retry_max_attempts = 1;
     let gateway = spawn_gateway(config).await;
@@ -222,7 +222,7 @@ async fn beyond_the_in_flight_cap_requests_get_503_at_once_and_service_recovers(
 #[sqlx::test(migrations = "../migrations")]
 async fn a_body_over_the_limit_gets_413_and_an_unknown_path_gets_a_404_problem(pool: PgPool) {
     let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
-        config.body_limit_bytes = 1024;
+        config.max_body_bytes = 1024;
     })
     .await;
     let token = shop_auth::TokenSigner::from_pem(

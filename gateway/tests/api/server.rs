@@ -56,7 +56,7 @@ async fn the_healthcheck_subcommand_exits_0_for_a_live_gateway_and_1_otherwise(p
 #[sqlx::test(migrations = "../migrations")]
 async fn a_body_slower_than_the_body_read_timeout_gets_a_408_problem(pool: PgPool) {
     let (gateway, stub, _upstream) = gateway_with_stub(&pool, |config| {
-        config.body_read_timeout_ms = 300;
+        config.body_read_timeout = std::time::Duration::from_millis(300);
     })
     .await;
 
