@@ -4,9 +4,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use axum::http::Method;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::LeakDemoAction;
 
@@ -21,34 +21,17 @@ pub async fn run(addr: SocketAddr, action: &LeakDemoAction) -> anyhow::Result<St
         LeakDemoAction::Status => ("GET", None),
         LeakDemoAction::Stop => ("DELETE", None),
     };
-    let mut target = addr;
-    if target.ip().is_unspecified() {
-        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(target)
-            .await
-            .with_context(|| format!("connecting to {target}"))?;
-        let body = body.unwrap_or_default();
-        let request = format!(
-            "{method} /admin/leak-demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .context("the service did not answer in time")??;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("not an HTTP response")?;
-    let status = head.split(' ').nth(1).unwrap_or_default();
-    if !status.starts_with('2') {
+    let method: Method = method.parse()?;
+    let (status, body) = shop_service::healthcheck::call(
+        addr,
+        method.clone(),
+        "/admin/leak-demo",
+        body,
+        Duration::from_secs(5),
+    )
+    .await?;
+    if !status.is_success() {
         bail!("{method} /admin/leak-demo: {status}\n{body}");
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
