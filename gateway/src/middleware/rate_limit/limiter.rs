@@ -5,7 +5,7 @@ use std::{
     num::NonZeroU32,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -17,6 +17,7 @@ use governor::{
     state::keyed::DefaultKeyedStateStore,
 };
 use parking_lot::Mutex;
+use shop_service::resilience::{BreakerConfig, BreakerState, CircuitBreaker, Trip};
 
 use super::{
     policy::{Policies, Policy, PolicyKind},
@@ -34,6 +35,34 @@ type LocalLimiter = governor::RateLimiter<
 const LEASE_TTL: Duration = Duration::from_secs(1);
 /// How long the limiter stays on its local fallback after a Redis failure.
 const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The breaker in front of the limiter's Redis; its state is `gateway_ratelimit_redis_up`
+/// (1 shared, 0 local fallback), and the switch is logged once each way.
+fn redis_breaker() -> CircuitBreaker {
+    let up = AtomicBool::new(true);
+    CircuitBreaker::new(
+        BreakerConfig {
+            name: "ratelimit_redis",
+            trip: Trip::ConsecutiveFailures(1),
+            open_for: REDIS_RETRY_AFTER,
+            half_open_probes: 1,
+        },
+        move |state, reason| {
+            let now_up = state == BreakerState::Closed;
+            metrics::gauge!("gateway_ratelimit_redis_up").set(if now_up { 1.0 } else { 0.0 });
+            match (up.swap(now_up, Ordering::Relaxed), now_up) {
+                (true, false) => tracing::warn!(
+                    error = reason,
+                    "redis unreachable: rate limiting falls back to the local limiter (per-replica quotas)"
+                ),
+                (false, true) => {
+                    tracing::info!("redis reachable again: shared rate limiting resumed");
+                }
+                _ => {}
+            }
+        },
+    )
+}
 
 /// The outcome of a check.
 #[derive(Clone, Copy, Debug)]
@@ -91,10 +120,9 @@ struct Inner {
     script: GcraScript,
     prefix: String,
     timeout: Duration,
-    redis_up: AtomicBool,
-    /// Milliseconds since `epoch` before which Redis is not tried again.
-    redis_retry_at_ms: AtomicU64,
-    epoch: Instant,
+    /// The kit's breaker in front of Redis: one failure switches to the local fallback
+    /// (open) for `REDIS_RETRY_AFTER`, then one caller probes Redis (half-open).
+    redis_breaker: CircuitBreaker,
 }
 
 fn local_limiter(policy: &Policy) -> LocalLimiter {
@@ -115,7 +143,6 @@ impl RateLimiter {
         timeout: Duration,
     ) -> Self {
         let local = PolicyKind::ALL.map(|kind| local_limiter(policies.get(kind)));
-        metrics::gauge!("gateway_ratelimit_redis_up").set(1.0);
         Self {
             inner: Arc::new(Inner {
                 policies,
@@ -125,9 +152,7 @@ impl RateLimiter {
                 script: GcraScript::default(),
                 prefix,
                 timeout,
-                redis_up: AtomicBool::new(true),
-                redis_retry_at_ms: AtomicU64::new(0),
-                epoch: Instant::now(),
+                redis_breaker: redis_breaker(),
             }),
         }
     }
@@ -194,10 +219,11 @@ impl RateLimiter {
             }
         }
 
-        // 3. Redis, unless it failed within the last second.
-        if !self.redis_may_be_tried() {
+        // 3. Redis, unless it failed within the last second (then one caller a second
+        // probes it while the others stay on the fallback without waiting).
+        let Ok(permit) = inner.redis_breaker.acquire() else {
             return (local, Source::Fallback);
-        }
+        };
         let redis_key = format!("{}{}:{}", inner.prefix, kind.name(), client);
         let mut conn = inner.redis.clone();
         let result = tokio::time::timeout(
@@ -213,7 +239,7 @@ impl RateLimiter {
         .await;
         match result {
             Ok(Ok(grant)) => {
-                self.redis_succeeded();
+                permit.record(true);
                 if grant.granted == 0 {
                     return (
                         Decision {
@@ -258,59 +284,13 @@ impl RateLimiter {
                 )
             }
             Ok(Err(error)) => {
-                self.redis_failed(&error.to_string());
+                permit.record_failure(&error.to_string());
                 (local, Source::Fallback)
             }
             Err(_elapsed) => {
-                self.redis_failed("timed out");
+                permit.record_failure("timed out");
                 (local, Source::Fallback)
             }
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// While Redis is up: always. While it is down: one caller per second gets to
-    /// probe it (the others stay on the fallback without waiting).
-    fn redis_may_be_tried(&self) -> bool {
-        if self.inner.redis_up.load(Ordering::Relaxed) {
-            return true;
-        }
-        let now = self.now_ms();
-        let retry_at = self.inner.redis_retry_at_ms.load(Ordering::Relaxed);
-        now >= retry_at
-            && self
-                .inner
-                .redis_retry_at_ms
-                .compare_exchange(
-                    retry_at,
-                    now + u64::try_from(REDIS_RETRY_AFTER.as_millis()).unwrap_or(1000),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-    }
-
-    fn redis_failed(&self, error: &str) {
-        let retry_at = self.now_ms() + u64::try_from(REDIS_RETRY_AFTER.as_millis()).unwrap_or(1000);
-        self.inner
-            .redis_retry_at_ms
-            .store(retry_at, Ordering::Relaxed);
-        if self.inner.redis_up.swap(false, Ordering::Relaxed) {
-            metrics::gauge!("gateway_ratelimit_redis_up").set(0.0);
-            tracing::warn!(
-                %error,
-                "redis unreachable: rate limiting falls back to the local limiter (per-replica quotas)"
-            );
-        }
-    }
-
-    fn redis_succeeded(&self) {
-        if !self.inner.redis_up.swap(true, Ordering::Relaxed) {
-            metrics::gauge!("gateway_ratelimit_redis_up").set(1.0);
-            tracing::info!("redis reachable again: shared rate limiting resumed");
         }
     }
 
@@ -324,7 +304,7 @@ impl RateLimiter {
 
     /// Whether the shared (Redis) state is in use right now.
     pub fn redis_up(&self) -> bool {
-        self.inner.redis_up.load(Ordering::Relaxed)
+        self.inner.redis_breaker.is_closed()
     }
 
     /// Forgets idle clients (local limiter state and expired leases), so memory is

@@ -16,7 +16,8 @@
 //! 4. **Redis down**: the local limiter's answer stands (each replica then enforces
 //!    the full quota on its own share), `gateway_ratelimit_redis_up` drops to 0 and a
 //!    warning is logged once; Redis is probed again every second and the shared state
-//!    resumes by itself.
+//!    resumes by itself (the kit's circuit breaker: open on one failure, one probe a
+//!    second).
 
 mod layer;
 mod limiter;
