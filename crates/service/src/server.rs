@@ -175,3 +175,29 @@ async fn accept_until(
         );
     }
 }
+
+/// The answer to an error of the load-shedding middleware (tower's
+/// `GlobalConcurrencyLimitLayer` + `LoadShedLayer` behind axum's `HandleErrorLayer`, in
+/// every service): beyond the in-flight cap a request is answered `overloaded()` at once
+/// (503 + `Retry-After`) and counted in `counter`, instead of queueing (pitfall 5); any
+/// other middleware error is `internal`.
+pub fn shed_response<E: axum::response::IntoResponse>(
+    error: tower::BoxError,
+    counter: &'static str,
+    overloaded: impl FnOnce() -> E,
+    internal: impl FnOnce(anyhow::Error) -> E,
+) -> axum::response::Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!(counter).increment(1);
+        overloaded().into_response()
+    } else {
+        internal(anyhow::anyhow!("unhandled middleware error: {error}")).into_response()
+    }
+}
+
+/// One sample of what every service exports about itself: the runtime (alive tasks,
+/// workers, queue depth) and the lifecycle's jobs.
+pub fn record_runtime_metrics(lifecycle: &Lifecycle) {
+    lifecycle.record_metrics();
+    shop_telemetry::runtime::sample();
+}

@@ -6,8 +6,7 @@ use crate::state::AppState;
 
 /// One sample.
 pub async fn run(state: AppState) -> anyhow::Result<()> {
-    state.lifecycle.record_metrics();
-    shop_telemetry::runtime::sample();
+    shop_service::server::record_runtime_metrics(&state.lifecycle);
     shop_service::pools::record_pg_metrics(
         "gateway",
         &state.db,

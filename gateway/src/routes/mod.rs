@@ -9,11 +9,8 @@ pub mod proxy;
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    Router,
-    error_handling::HandleErrorLayer,
-    extract::DefaultBodyLimit,
-    middleware::from_fn_with_state,
-    response::{IntoResponse as _, Response},
+    Router, error_handling::HandleErrorLayer, extract::DefaultBodyLimit,
+    middleware::from_fn_with_state, response::Response,
 };
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -72,13 +69,12 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
 /// lives in the response future, so it is released however the request ends, including
 /// when the client disconnects and the future is dropped.
 async fn shed_error(error: tower::BoxError) -> Response {
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        metrics::counter!("gateway_requests_shed_total").increment(1);
-        ApiError::Overloaded {
+    shop_service::server::shed_response(
+        error,
+        "gateway_requests_shed_total",
+        || ApiError::Overloaded {
             retry_after: Duration::from_secs(1),
-        }
-        .into_response()
-    } else {
-        ApiError::Internal(anyhow::anyhow!("unhandled middleware error: {error}")).into_response()
-    }
+        },
+        ApiError::Internal,
+    )
 }

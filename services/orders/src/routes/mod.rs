@@ -67,15 +67,14 @@ async fn not_found() -> ApiError {
 /// Load shedding: beyond the in-flight cap the service answers 503 at once instead of
 /// queueing (pitfall 5).
 async fn shed_error(error: tower::BoxError) -> Response {
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        metrics::counter!("http_requests_shed_total").increment(1);
-        ApiError::Overloaded {
+    shop_service::server::shed_response(
+        error,
+        "http_requests_shed_total",
+        || ApiError::Overloaded {
             retry_after: Duration::from_secs(1),
-        }
-        .into_response()
-    } else {
-        ApiError::Internal(anyhow::anyhow!("unhandled middleware error: {error}")).into_response()
-    }
+        },
+        ApiError::Internal,
+    )
 }
 
 /// Counts the request as API traffic for the leak alarm until it ends (or is dropped).
