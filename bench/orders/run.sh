@@ -33,7 +33,7 @@ psql "$DATABASE_URL" -tAc "select id from products order by sku" > "$work/produc
 export PRODUCTS_FILE="$work/products"
 export TOKEN=$("$TARGET/release/examples/mint-token" deploy/dev-keys/private.pem)
 
-ORDERS_ADDR=127.0.0.1:$PORT RUST_LOG=warn DB_MAX_CONNECTIONS=$CONNECTIONS \
+ORDERS_ADDR=127.0.0.1:$PORT RUST_LOG=warn DATABASE_MAX_CONNECTIONS=$CONNECTIONS \
   EVENTS_STREAM="shop:bench:events" "$ORDERS" serve > "$work/orders.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done

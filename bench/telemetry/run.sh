@@ -44,7 +44,7 @@ sleep 0.5
 
 run_mode() { # name, then env assignments for orders
   local name=$1; shift
-  env "$@" ORDERS_ADDR=127.0.0.1:$PORT RUST_LOG=warn DB_MAX_CONNECTIONS=$CONNECTIONS \
+  env "$@" ORDERS_ADDR=127.0.0.1:$PORT RUST_LOG=warn DATABASE_MAX_CONNECTIONS=$CONNECTIONS \
     EVENTS_STREAM="shop:bench:telemetry" "$ORDERS" serve > "$work/orders-$name.log" 2>&1 &
   local pid=$!; pids+=($pid)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
