@@ -54,7 +54,7 @@ pub async fn begin(
     let waiters = metrics::gauge!("db_pool_waiters", "pool" => name);
     waiters.increment(1.0);
     // Decremented on every path, including a dropped future (deadline, client gone).
-    let _waiting = scopeguard(move || waiters.decrement(1.0));
+    let _waiting = scopeguard::guard((), move |()| waiters.decrement(1.0));
     let started = Instant::now();
     let tx = pool.begin().await;
     metrics::histogram!("db_pool_acquire_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -71,19 +71,6 @@ pub fn record_pg_metrics(name: &'static str, pool: &PgPool, max_connections: u32
         .set(f64::from(size.saturating_sub(idle)));
     // Registered at 0 so that dashboards see a series before the first wait.
     metrics::gauge!("db_pool_waiters", "pool" => name).increment(0.0);
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 /// A bounded Redis pool (no connection is opened until first use): waits, connects and

@@ -70,11 +70,6 @@ impl Problem {
         self
     }
 
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// The document.
     pub fn body(&self) -> Value {
         let mut body = Map::with_capacity(5 + self.extensions.len());

@@ -5,25 +5,17 @@
 //! straight to the gateway gets its socket address, so a spoofed header cannot buy a
 //! fresh rate-limit quota.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     http::HeaderMap,
-    middleware::Next,
-    response::Response,
 };
 
 /// Puts [`PeerAddr`] and the resolved [`ClientIp`] in the request's extensions, from the
-/// peer address the kit's server attaches (`ConnectInfo`) and the trusted proxies.
-pub async fn resolve(
-    State(trusted): State<Arc<TrustedProxies>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// peer address the kit's server attaches (`ConnectInfo`) and the trusted proxies. A
+/// plain function for tower's `MapRequestLayer`: synchronous, nothing boxed per request.
+pub fn resolve(trusted: &TrustedProxies, request: &mut Request) {
     if let Some(ConnectInfo(peer)) = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -33,7 +25,6 @@ pub async fn resolve(
         request.extensions_mut().insert(PeerAddr(peer));
         request.extensions_mut().insert(ClientIp(client));
     }
-    next.run(request).await
 }
 
 /// The peer's address, in the request extensions.

@@ -54,9 +54,12 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         app = app.layer(cors);
     }
     // Who is calling, before anything that limits or forwards by client.
-    app = app.layer(from_fn_with_state(
-        Arc::clone(&state.trusted_proxies),
-        crate::middleware::client_ip::resolve,
+    let trusted = Arc::clone(&state.trusted_proxies);
+    app = app.layer(tower::util::MapRequestLayer::new(
+        move |mut request: axum::extract::Request| {
+            crate::middleware::client_ip::resolve(&trusted, &mut request);
+            request
+        },
     ));
     // `Router::layer`, not a wrapper around the finished service: axum has put the
     // `MatchedPath` in the request by then, so spans and metrics name the route.
