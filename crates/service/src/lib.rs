@@ -10,6 +10,7 @@
 //! | pools | [`pools`]: bounded Postgres and Redis pools, and the same gauges for every pool | which pools it needs |
 //! | resilience | [`resilience`]: one backoff policy (backon) and one circuit breaker | where it retries and what trips its breakers |
 //! | probes | [`healthcheck`]: the `healthcheck` subcommand, a real HTTP client | nothing |
+//! | events | [`streams`]: the outbox relay, and the consumer-group reader (retries, dead letters, reclaiming) | its outbox table and its [`streams::Handler`] |
 //!
 //! Telemetry (tracing, OpenTelemetry, metrics) lives in `shop-telemetry`, task ownership in
 //! `shop-lifecycle`; this crate wires them into the server's start and stop.
@@ -20,6 +21,7 @@ pub mod pools;
 pub mod problem;
 pub mod resilience;
 pub mod server;
+pub mod streams;
 
 pub use config::{DatabaseConfig, LegacyEnv, RedisConfig, ServerConfig};
 pub use problem::Problem;

@@ -10,7 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use shop_service::{
     DatabaseConfig, RedisConfig, ServerConfig,
     config::{Rename, Unit, redact},
+    streams::OutboxConfig,
 };
+
+shop_service::consumer_config!(ConsumerConfig, "ORDERS", "orders");
 
 /// `orders`: product catalog and order placement.
 #[derive(Debug, Parser)]
@@ -121,21 +124,22 @@ pub struct Config {
     #[command(flatten)]
     pub server: ServerConfig,
 
-    /// How often the outbox relay looks for unpublished events when it has nothing to do.
-    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
-    pub outbox_poll_interval: Duration,
+    /// The outbox relay (`OUTBOX_POLL_INTERVAL`, `OUTBOX_BATCH_SIZE`, `EVENTS_STREAM`,
+    /// `EVENTS_STREAM_MAXLEN`): order events to `shop:events:orders`.
+    #[command(flatten)]
+    pub outbox: OutboxConfig,
 
-    /// Events the relay publishes per batch.
-    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 200)]
-    pub outbox_batch_size: i64,
+    /// Redis stream of payment events that orders settles orders from (group `orders`).
+    #[arg(
+        long,
+        env = "PAYMENT_EVENTS_STREAM",
+        default_value = "shop:events:payments"
+    )]
+    pub payment_events_stream: String,
 
-    /// Redis stream the relay publishes order events to.
-    #[arg(long, env = "EVENTS_STREAM", default_value = "shop:events:orders")]
-    pub events_stream: String,
-
-    /// Approximate maximum length of the events stream (XADD MAXLEN ~); 0 keeps everything.
-    #[arg(long, env = "EVENTS_STREAM_MAXLEN", default_value_t = 1_000_000)]
-    pub events_stream_maxlen: usize,
+    /// The payment-events consumer (`ORDERS_MAX_DELIVERIES`, `ORDERS_CLAIM_IDLE`, ...).
+    #[command(flatten)]
+    pub consumer: ConsumerConfig,
 
     /// How long idempotency keys are kept (at least 24h by contract).
     #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
@@ -299,7 +303,7 @@ mod tests {
         assert_eq!(config.addr.port(), 8081);
         assert!(config.database.url.contains("127.0.0.1:5432"));
         assert_eq!(config.database.min_connections, 2, "orders keeps two warm");
-        assert_eq!(config.events_stream, "shop:events:orders");
+        assert_eq!(config.outbox.stream, "shop:events:orders");
         assert_eq!(config.cache_redis_url(), config.redis.url);
         assert!(!config.leak_demo, "the leak demo is off by default");
     }

@@ -5,8 +5,10 @@ pub mod cache_invalidation;
 pub mod idempotency_cleanup;
 pub mod metrics_sampler;
 pub mod outbox_relay;
+pub mod payment_events;
 
 use shop_lifecycle::PeriodicConfig;
+use shop_service::streams::Consumer;
 
 use crate::AppState;
 
@@ -27,10 +29,26 @@ pub fn start(state: &AppState) {
             });
     }
 
-    let relay_state = state.clone();
-    state.lifecycle.spawn_job("outbox_relay", move |token| {
-        outbox_relay::run(relay_state, token)
-    });
+    let relay = outbox_relay::relay(state);
+    state
+        .lifecycle
+        .spawn_job("outbox_relay", move |token| relay.run(token));
+
+    Consumer::new(
+        state.config.payment_events_stream.clone(),
+        payment_events::GROUP,
+        (&state.config.consumer).into(),
+        &state.config.redis,
+        state.redis.clone(),
+        payment_events::Settler {
+            orders: state.orders.clone(),
+            cache: state.cache.clone(),
+        },
+    )
+    .start(
+        &state.lifecycle,
+        state.config.server.metrics_sample_interval,
+    );
 
     let cleanup_state = state.clone();
     state.lifecycle.spawn_periodic(

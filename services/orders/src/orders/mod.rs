@@ -7,6 +7,7 @@
 //! `routes/orders.rs` map results and errors to answers.
 
 pub mod place;
+pub mod settle;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -16,7 +17,10 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use self::place::{PlaceError, Placement, Refusal, StoredAnswer};
+pub use self::{
+    place::{PlaceError, Placement, Refusal, StoredAnswer},
+    settle::{PaymentOutcome, Settlement},
+};
 
 /// Most lines in one order.
 pub const MAX_LINES: usize = 100;
@@ -46,11 +50,17 @@ pub struct OrderLineRequest {
 pub struct Order {
     pub id: Uuid,
     pub user_id: Uuid,
+    /// `placed`, then `paid` or `cancelled` ([`settle`]).
     pub status: String,
     pub items: Vec<OrderItem>,
     pub total_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    /// When the status last changed (placement: `created_at`).
+    pub updated_at: DateTime<Utc>,
+    /// Why the order was cancelled (`declined`, `payment_failed`); only while cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
 }
 
 /// One line of an [`Order`].
@@ -69,6 +79,8 @@ struct OrderRow {
     total_cents: i64,
     currency: String,
     created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    cancel_reason: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -121,8 +133,8 @@ impl OrderRepository {
     /// The order `id` if `user` owns it.
     pub async fn get(&self, user: Uuid, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
         let row = sqlx::query_as::<_, OrderRow>(
-            "select id, user_id, status, total_cents, currency, created_at from orders \
-             where id = $1 and user_id = $2",
+            "select id, user_id, status, total_cents, currency, created_at, updated_at, \
+             cancel_reason from orders where id = $1 and user_id = $2",
         )
         .bind(id)
         .bind(user)
@@ -143,8 +155,8 @@ impl OrderRepository {
         cursor: Option<OrderCursor>,
     ) -> Result<Vec<Order>, sqlx::Error> {
         let rows = sqlx::query_as::<_, OrderRow>(
-            "select id, user_id, status, total_cents, currency, created_at from orders \
-             where user_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3)) \
+            "select id, user_id, status, total_cents, currency, created_at, updated_at, \
+             cancel_reason from orders where user_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3)) \
              order by created_at desc, id desc limit $4",
         )
         .bind(user)
@@ -188,6 +200,8 @@ impl OrderRepository {
                 total_cents: row.total_cents,
                 currency: row.currency,
                 created_at: row.created_at,
+                updated_at: row.updated_at,
+                cancel_reason: row.cancel_reason,
             })
             .collect())
     }

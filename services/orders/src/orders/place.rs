@@ -452,6 +452,8 @@ fn check(lines: &[Line], products: &[LockedProduct]) -> Result<Verdict, PlaceErr
 
 /// Step 5: the new order of `items`, with its id, total and creation time.
 fn new_order(user: Uuid, items: Vec<OrderItem>, currency: String) -> Order {
+    // Postgres keeps microseconds: the answer shows what a later read returns.
+    let created_at = Utc::now().trunc_subsecs(6);
     Order {
         id: Uuid::now_v7(),
         user_id: user,
@@ -461,8 +463,9 @@ fn new_order(user: Uuid, items: Vec<OrderItem>, currency: String) -> Order {
             .map(|i| i.unit_price_cents * i64::from(i.quantity))
             .sum(),
         currency,
-        // Postgres keeps microseconds: the answer shows what a later read returns.
-        created_at: Utc::now().trunc_subsecs(6),
+        created_at,
+        updated_at: created_at,
+        cancel_reason: None,
         items,
     }
 }
@@ -487,8 +490,8 @@ async fn write_order(
              update products p set stock = p.stock - l.quantity, updated_at = now() \
              from lines l where p.id = l.product_id returning p.id \
          ), placed as ( \
-             insert into orders (id, user_id, status, total_cents, currency, created_at) \
-             values ($4, $5, 'placed', $6, $7, $8) \
+             insert into orders (id, user_id, status, total_cents, currency, created_at, updated_at) \
+             values ($4, $5, 'placed', $6, $7, $8, $8) \
          ), lined as ( \
              insert into order_items (order_id, line, product_id, quantity, unit_price_cents) \
              select $4, l.line - 1, l.product_id, l.quantity, l.unit_price_cents from lines l \

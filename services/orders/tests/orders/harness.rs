@@ -35,14 +35,15 @@ pub fn test_config() -> Config {
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.migrate_on_start = false;
     config.redis.url = redis_url();
-    config.events_stream = format!("shop:test:{}:events", Uuid::new_v4());
+    config.outbox.stream = format!("shop:test:{}:events", Uuid::new_v4());
+    config.payment_events_stream = format!("shop:test:{}:payments", Uuid::new_v4());
     config.database.max_connections = 8;
     config.database.min_connections = 0;
     // The concurrency tests fire hundreds of placements at one hot row from a debug
     // build on a shared machine: they test correctness, so they wait for connections.
     // The exhaustion test sets its own short timeout.
     config.database.acquire_timeout = Duration::from_secs(20);
-    config.outbox_poll_interval = Duration::from_millis(20);
+    config.outbox.poll_interval = Duration::from_millis(20);
     config
 }
 

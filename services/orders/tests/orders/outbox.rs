@@ -62,7 +62,7 @@ async fn every_placed_order_reaches_the_stream_with_its_outbox_id(db: PgPool) {
     )
     .await;
     let published: BTreeSet<i64> =
-        stream_outbox_ids(&app.state.config.redis.url, &app.state.config.events_stream)
+        stream_outbox_ids(&app.state.config.redis.url, &app.state.config.outbox.stream)
             .await
             .into_iter()
             .collect();
@@ -77,7 +77,7 @@ async fn a_relay_interrupted_mid_batch_and_restarted_loses_nothing(db: PgPool) {
     let mut config = test_config();
     let redis_url = config.redis.url.clone();
     config.redis.url = "redis://127.0.0.1:1".into();
-    config.outbox_batch_size = 7;
+    config.outbox.batch_size = 7;
     let app = TestApp::spawn_with(&db, config.clone()).await;
     let product = create_product(&db, 100).await;
     for i in 0..40 {
@@ -104,15 +104,15 @@ async fn a_relay_interrupted_mid_batch_and_restarted_loses_nothing(db: PgPool) {
     for i in 0..60u64 {
         let _ = tokio::time::timeout(
             Duration::from_micros(200 * i),
-            outbox_relay::relay_batch(&state),
+            outbox_relay::relay(&state).relay_batch(),
         )
         .await;
     }
     // ...then restarted and left to finish.
-    while outbox_relay::relay_batch(&state).await.unwrap() > 0 {}
+    while outbox_relay::relay(&state).relay_batch().await.unwrap() > 0 {}
 
     assert_eq!(unpublished(&db).await, 0);
-    let published: BTreeSet<i64> = stream_outbox_ids(&redis_url, &good.events_stream)
+    let published: BTreeSet<i64> = stream_outbox_ids(&redis_url, &good.outbox.stream)
         .await
         .into_iter()
         .collect();
