@@ -6,6 +6,7 @@
 #
 #   docker build --target orders   -t shop/orders .
 #   docker build --target gateway  -t shop/gateway .
+#   docker build --target payments -t shop/payments .
 #   docker build --target loadtest -t shop/loadtest .
 #
 # docker-compose.yml selects the stage with `build.target` (deploy/k8s runs the images
@@ -20,21 +21,15 @@
 #             Cargo.lock change), then every shipped binary, in release mode
 #   runtime   distroless cc (glibc + libgcc + CA certificates, no shell, no package
 #             manager, no compiler, no sources), non-root (uid 65532); shared by:
-#   gateway, loadtest, orders
+#   gateway, loadtest, payments, orders
 #             runtime + /usr/local/bin/<binary>, its entrypoint, healthcheck and port.
 #             `orders` is last, so a plain `docker build .` still builds it.
 #
-# Adding a binary (say `payments`) is a few lines: `--bin payments` in the builder's
-# `cargo build`, then a stage above `orders` like theirs,
-#
-#   FROM runtime AS payments
-#   LABEL org.opencontainers.image.title="shop-payments"
-#   COPY --from=builder /src/target/release/payments /usr/local/bin/payments
-#   EXPOSE 8082
-#   HEALTHCHECK ... CMD ["/usr/local/bin/payments", "healthcheck"]
-#   ENTRYPOINT ["/usr/local/bin/payments"]
-#
-# and `build: {context: ., target: payments}` in docker-compose.yml.
+# Adding a binary (say `refunds`) is a few lines: `--bin refunds` in the builder's
+# `cargo build`, then a stage above `orders` like the others (payments is the model:
+# FROM runtime, LABEL, COPY of the binary, EXPOSE its port, HEALTHCHECK running its
+# `healthcheck` subcommand, ENTRYPOINT), and `build: {context: ., target: refunds}` in
+# docker-compose.yml. scripts/validate-deploy checks each of these steps.
 #
 # No curl in the images: HEALTHCHECK runs the binary's own `healthcheck` subcommand
 # (GET its /healthz on 127.0.0.1; exit 0 or 1). The binary is on PATH and is the
@@ -59,7 +54,7 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
 # Every binary an image ships, in one build: the workspace compiles once for all stages.
-RUN cargo build --release --locked --bin orders --bin gateway --bin loadtest
+RUN cargo build --release --locked --bin orders --bin gateway --bin payments --bin loadtest
 
 FROM ${RUNTIME_IMAGE} AS runtime
 LABEL org.opencontainers.image.source="https://github.com/shop-rs/shop" \
@@ -85,6 +80,16 @@ LABEL org.opencontainers.image.title="shop-loadtest"
 COPY --from=builder /src/target/release/loadtest /usr/local/bin/loadtest
 HEALTHCHECK NONE
 ENTRYPOINT ["/usr/local/bin/loadtest"]
+
+# payments: the order events' consumer (group `payments`) and the simulated provider.
+# Its port serves probes, /metrics and the internal /admin/provider only.
+FROM runtime AS payments
+LABEL org.opencontainers.image.title="shop-payments"
+COPY --from=builder /src/target/release/payments /usr/local/bin/payments
+EXPOSE 8082
+HEALTHCHECK --interval=10s --timeout=4s --start-period=20s --retries=3 \
+  CMD ["/usr/local/bin/payments", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/payments"]
 
 FROM runtime AS orders
 LABEL org.opencontainers.image.title="shop-orders"
