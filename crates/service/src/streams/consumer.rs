@@ -98,62 +98,62 @@ macro_rules! consumer_config {
         pub struct $name {
             /// Deliveries of one entry before it goes to `<stream>:dead` (acknowledged there).
             #[arg(
-                        id = "consumer_max_deliveries",
-                        long = concat!($flag, "-max-deliveries"),
-                        env = concat!($env, "_MAX_DELIVERIES"),
-                        default_value_t = 5,
-                        value_parser = ::clap::value_parser!(u32).range(1..)
-                    )]
+                                id = "consumer_max_deliveries",
+                                long = concat!($flag, "-max-deliveries"),
+                                env = concat!($env, "_MAX_DELIVERIES"),
+                                default_value_t = 5,
+                                value_parser = ::clap::value_parser!(u32).range(1..)
+                            )]
             pub max_deliveries: u32,
 
             /// A pending entry unacknowledged this long (its consumer died) is claimed by a
             /// live one. Keep it above the longest processing time.
             #[arg(
-                        id = "consumer_claim_idle",
-                        long = concat!($flag, "-claim-idle"),
-                        env = concat!($env, "_CLAIM_IDLE"),
-                        default_value = "30s",
-                        value_parser = ::humantime::parse_duration
-                    )]
+                                id = "consumer_claim_idle",
+                                long = concat!($flag, "-claim-idle"),
+                                env = concat!($env, "_CLAIM_IDLE"),
+                                default_value = "30s",
+                                value_parser = ::humantime::parse_duration
+                            )]
             pub claim_idle: ::std::time::Duration,
 
             /// Entries processed at once; a slow handler slows the reading down.
             #[arg(
-                        id = "consumer_concurrency",
-                        long = concat!($flag, "-consumer-concurrency"),
-                        env = concat!($env, "_CONSUMER_CONCURRENCY"),
-                        default_value_t = 32,
-                        value_parser = ::clap::value_parser!(u32).range(1..=4096)
-                    )]
+                                id = "consumer_concurrency",
+                                long = concat!($flag, "-consumer-concurrency"),
+                                env = concat!($env, "_CONSUMER_CONCURRENCY"),
+                                default_value_t = 32,
+                                value_parser = ::clap::value_parser!(u32).range(1..=4096)
+                            )]
             pub concurrency: u32,
 
             /// Most entries asked for in one XREADGROUP.
             #[arg(
-                        id = "consumer_batch",
-                        long = concat!($flag, "-consumer-batch"),
-                        env = concat!($env, "_CONSUMER_BATCH"),
-                        default_value_t = 32,
-                        value_parser = ::clap::value_parser!(u32).range(1..=10_000)
-                    )]
+                                id = "consumer_batch",
+                                long = concat!($flag, "-consumer-batch"),
+                                env = concat!($env, "_CONSUMER_BATCH"),
+                                default_value_t = 32,
+                                value_parser = ::clap::value_parser!(u32).range(1..=10_000)
+                            )]
             pub batch: u32,
 
             /// How long one XREADGROUP blocks waiting for new entries (also bounds how long
             /// the reader takes to notice a shutdown).
             #[arg(
-                        id = "consumer_block",
-                        long = concat!($flag, "-consumer-block"),
-                        env = concat!($env, "_CONSUMER_BLOCK"),
-                        default_value = "1s",
-                        value_parser = ::humantime::parse_duration
-                    )]
+                                id = "consumer_block",
+                                long = concat!($flag, "-consumer-block"),
+                                env = concat!($env, "_CONSUMER_BLOCK"),
+                                default_value = "1s",
+                                value_parser = ::humantime::parse_duration
+                            )]
             pub block: ::std::time::Duration,
 
             /// This consumer's name in its group. Unset: `<hostname>-<pid>`.
             #[arg(
-                        id = "consumer_name",
-                        long = concat!($flag, "-consumer-name"),
-                        env = concat!($env, "_CONSUMER_NAME")
-                    )]
+                                id = "consumer_name",
+                                long = concat!($flag, "-consumer-name"),
+                                env = concat!($env, "_CONSUMER_NAME")
+                            )]
             pub name: Option<String>,
         }
 
@@ -760,11 +760,12 @@ impl<H: Handler> Shared<H> {
         metrics::counter!(name, "stream" => self.stream.clone(), "group" => self.group.clone(), label => value).increment(1);
     }
 
-    /// The group's lag and pending entries, the age of its oldest pending entry, and the
+    /// The group's lag and pending entries, how long ago its oldest pending entry was
+    /// delivered (a stuck entry: its consumer died and nobody reclaims it), and the
     /// length of the dead-letter stream.
     async fn record_metrics(&self) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
-        let (groups, summary, dead): (Vec<HashMap<String, Value>>, Value, usize) =
+        let (groups, oldest, dead): (Vec<HashMap<String, Value>>, StreamPendingCountReply, usize) =
             tokio::time::timeout(
                 self.redis_timeout.max(Duration::from_secs(1)),
                 redis::pipe()
@@ -774,6 +775,9 @@ impl<H: Handler> Shared<H> {
                     .cmd("XPENDING")
                     .arg(&self.stream)
                     .arg(&self.group)
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
                     .cmd("XLEN")
                     .arg(&self.dead_stream)
                     .query_async(&mut conn),
@@ -783,9 +787,10 @@ impl<H: Handler> Shared<H> {
             ("stream", self.stream.clone()),
             ("group", self.group.clone()),
         ];
-        if let Some(group) = groups.iter().find(|g| {
+        let group = groups.iter().find(|g| {
             g.get("name").map(|v| text(v.clone())).as_deref() == Some(self.group.as_str())
-        }) {
+        });
+        if let Some(group) = group {
             let number = |key: &str| {
                 group
                     .get(key)
@@ -798,22 +803,9 @@ impl<H: Handler> Shared<H> {
                 metrics::gauge!("stream_consumer_pending", &labels).set(pending as f64);
             }
         }
-        // XPENDING's summary: [count, smallest id, greatest id, consumers].
-        let oldest = match &summary {
-            Value::Array(items) => items.get(1).map(|v| text(v.clone())),
-            _ => None,
-        };
-        let age = oldest
-            .and_then(|id| id.split('-').next()?.parse::<u64>().ok())
-            .map(|ms| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(ms);
-                now.saturating_sub(ms) as f64 / 1000.0
-            })
-            .unwrap_or(0.0);
-        metrics::gauge!("stream_consumer_oldest_pending_age_seconds", &labels).set(age);
+        let idle = oldest.ids.first().map_or(0, |p| p.last_delivered_ms);
+        metrics::gauge!("stream_consumer_oldest_pending_age_seconds", &labels)
+            .set(idle as f64 / 1000.0);
         metrics::gauge!("stream_dead_letter_entries", "stream" => self.stream.clone())
             .set(dead as f64);
         Ok(())

@@ -60,8 +60,11 @@ impl Handler for Settler {
                 released,
             } => {
                 record_settlement("cancelled", placed_at);
-                // After the commit, never before (docs/cache.md, stock rule).
-                self.cache.stock_changed(&released).await;
+                // After the commit, never before. Unlike a sale, a release always
+                // invalidates: a product shown sold out must come back (docs/cache.md).
+                for (product, _stock) in &released {
+                    self.cache.invalidate(*product).await;
+                }
                 let reason = match &outcome {
                     PaymentOutcome::Failed { reason } => reason.as_str(),
                     PaymentOutcome::Succeeded => "",

@@ -47,6 +47,8 @@ async fn after_traffic_and_shutdown_the_tracker_is_empty_and_alive_tasks_are_bac
             "cache_invalidation",
             "idempotency_cleanup",
             "metrics_sampler",
+            "orders_consumer",
+            "orders_consumer_metrics",
             "outbox_relay"
         ]
     );

@@ -10,4 +10,5 @@ mod lifecycle;
 mod outbox;
 mod overload;
 mod placement;
+mod settlement;
 mod validation;
