@@ -98,62 +98,62 @@ macro_rules! consumer_config {
         pub struct $name {
             /// Deliveries of one entry before it goes to `<stream>:dead` (acknowledged there).
             #[arg(
-                                id = "consumer_max_deliveries",
-                                long = concat!($flag, "-max-deliveries"),
-                                env = concat!($env, "_MAX_DELIVERIES"),
-                                default_value_t = 5,
-                                value_parser = ::clap::value_parser!(u32).range(1..)
-                            )]
+                                        id = "consumer_max_deliveries",
+                                        long = concat!($flag, "-max-deliveries"),
+                                        env = concat!($env, "_MAX_DELIVERIES"),
+                                        default_value_t = 5,
+                                        value_parser = ::clap::value_parser!(u32).range(1..)
+                                    )]
             pub max_deliveries: u32,
 
             /// A pending entry unacknowledged this long (its consumer died) is claimed by a
             /// live one. Keep it above the longest processing time.
             #[arg(
-                                id = "consumer_claim_idle",
-                                long = concat!($flag, "-claim-idle"),
-                                env = concat!($env, "_CLAIM_IDLE"),
-                                default_value = "30s",
-                                value_parser = ::humantime::parse_duration
-                            )]
+                                        id = "consumer_claim_idle",
+                                        long = concat!($flag, "-claim-idle"),
+                                        env = concat!($env, "_CLAIM_IDLE"),
+                                        default_value = "30s",
+                                        value_parser = ::humantime::parse_duration
+                                    )]
             pub claim_idle: ::std::time::Duration,
 
             /// Entries processed at once; a slow handler slows the reading down.
             #[arg(
-                                id = "consumer_concurrency",
-                                long = concat!($flag, "-consumer-concurrency"),
-                                env = concat!($env, "_CONSUMER_CONCURRENCY"),
-                                default_value_t = 32,
-                                value_parser = ::clap::value_parser!(u32).range(1..=4096)
-                            )]
+                                        id = "consumer_concurrency",
+                                        long = concat!($flag, "-consumer-concurrency"),
+                                        env = concat!($env, "_CONSUMER_CONCURRENCY"),
+                                        default_value_t = 32,
+                                        value_parser = ::clap::value_parser!(u32).range(1..=4096)
+                                    )]
             pub concurrency: u32,
 
             /// Most entries asked for in one XREADGROUP.
             #[arg(
-                                id = "consumer_batch",
-                                long = concat!($flag, "-consumer-batch"),
-                                env = concat!($env, "_CONSUMER_BATCH"),
-                                default_value_t = 32,
-                                value_parser = ::clap::value_parser!(u32).range(1..=10_000)
-                            )]
+                                        id = "consumer_batch",
+                                        long = concat!($flag, "-consumer-batch"),
+                                        env = concat!($env, "_CONSUMER_BATCH"),
+                                        default_value_t = 32,
+                                        value_parser = ::clap::value_parser!(u32).range(1..=10_000)
+                                    )]
             pub batch: u32,
 
             /// How long one XREADGROUP blocks waiting for new entries (also bounds how long
             /// the reader takes to notice a shutdown).
             #[arg(
-                                id = "consumer_block",
-                                long = concat!($flag, "-consumer-block"),
-                                env = concat!($env, "_CONSUMER_BLOCK"),
-                                default_value = "1s",
-                                value_parser = ::humantime::parse_duration
-                            )]
+                                        id = "consumer_block",
+                                        long = concat!($flag, "-consumer-block"),
+                                        env = concat!($env, "_CONSUMER_BLOCK"),
+                                        default_value = "1s",
+                                        value_parser = ::humantime::parse_duration
+                                    )]
             pub block: ::std::time::Duration,
 
             /// This consumer's name in its group. Unset: `<hostname>-<pid>`.
             #[arg(
-                                id = "consumer_name",
-                                long = concat!($flag, "-consumer-name"),
-                                env = concat!($env, "_CONSUMER_NAME")
-                            )]
+                                        id = "consumer_name",
+                                        long = concat!($flag, "-consumer-name"),
+                                        env = concat!($env, "_CONSUMER_NAME")
+                                    )]
             pub name: Option<String>,
         }
 
