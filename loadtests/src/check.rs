@@ -14,7 +14,19 @@
 //! 3. every order placed during the run has exactly one outbox row, and its event is
 //!    in the stream (entries after the snapshot's last id);
 //! 4. every replay of an order answered 201 got the same order back, status 201, with
-//!    `Idempotent-Replayed: true`.
+//!    `Idempotent-Replayed: true`;
+//! 5. settlement (after waiting, up to LOADTEST_SETTLE_TIMEOUT, for every order of the
+//!    run to leave `placed`): every order is `paid` or `cancelled`, with exactly one
+//!    `payments` row that agrees (succeeded ↔ paid, failed ↔ cancelled) and exactly one
+//!    of `OrderPaid` / `OrderCancelled` in its outbox, never both; no entry is left
+//!    pending in either consumer group, and no entry was dead-lettered during the run
+//!    (unless LOADTEST_ALLOWED_DEAD_LETTERS says the run injected poison).
+//!
+//! Invariant 1 counts units of orders *not cancelled*: a cancelled order gave its stock
+//! back, so initial stock = current stock + units in orders not cancelled.
+//!
+//! The report also shows settlement latency (`updated_at − created_at`, placed → paid
+//! or cancelled) and orders settled per second next to orders placed per second.
 //!
 //! The check only reads: it never writes to the database or the stream.
 
@@ -49,7 +61,10 @@ pub struct Checker {
     db: PgPool,
     redis: redis::aio::MultiplexedConnection,
     stream: String,
+    payment_stream: String,
     drain_timeout: Duration,
+    settle_timeout: Duration,
+    allowed_dead_letters: usize,
 }
 
 /// Stock and units sold of one product.
@@ -70,6 +85,8 @@ pub struct Before {
     earlier: HashSet<Uuid>,
     /// The last entry of the events stream, if it had any.
     stream_last: Option<String>,
+    /// Entries in the two dead-letter streams.
+    dead_letters: usize,
 }
 
 /// What the check found.
@@ -131,7 +148,10 @@ impl Checker {
             db,
             redis,
             stream: args.events_stream.clone(),
+            payment_stream: args.payment_events_stream.clone(),
             drain_timeout: args.drain_timeout,
+            settle_timeout: args.settle_timeout,
+            allowed_dead_letters: args.allowed_dead_letters,
         })
     }
 
@@ -154,11 +174,13 @@ impl Checker {
                 .fetch_all(&self.db)
                 .await
                 .context("orders of the last seconds")?;
+        let dead_letters = self.dead_letters().await?;
         Ok(Before {
             products,
             db_now,
             earlier: earlier.into_iter().collect(),
             stream_last: last.ids.into_iter().next().map(|entry| entry.id),
+            dead_letters,
         })
     }
 
@@ -168,8 +190,9 @@ impl Checker {
             "select p.id, p.stock::int8, coalesce(s.sold, 0)::int8, \
                     extract(epoch from now())::float8 \
              from products p \
-             left join (select product_id, sum(quantity) as sold from order_items \
-                        group by product_id) s on s.product_id = p.id",
+             left join (select i.product_id, sum(i.quantity) as sold from order_items i \
+                        join orders o on o.id = i.order_id where o.status <> 'cancelled' \
+                        group by i.product_id) s on s.product_id = p.id",
         )
         .fetch_all(&self.db)
         .await?;
@@ -204,18 +227,22 @@ impl Checker {
             )),
         }
 
-        let (after, _) = self.stock().await.context("stock after the run")?;
-        self.check_stock(before, &after, &mut verdict);
-
         let placed = recorder.placed_orders();
         verdict.fact("orders answered 201 (seen by the generator)", placed.len());
         self.check_orders(&placed, &mut verdict)
             .await
             .context("checking the orders")?;
-        self.check_events(before, &placed, &mut verdict)
+        let orders = self
+            .check_events(before, &placed, &mut verdict)
             .await
             .context("checking the outbox and the events stream")?;
         check_replays(recorder, &mut verdict);
+        self.check_settlement(before, &orders, &mut verdict)
+            .await
+            .context("checking settlement")?;
+        // After settlement: cancelled orders have given their stock back.
+        let (after, _) = self.stock().await.context("stock after the run")?;
+        self.check_stock(before, &after, &mut verdict);
         Ok(verdict)
     }
 
@@ -360,12 +387,13 @@ impl Checker {
     }
 
     /// Invariant 3: every order of the run has one outbox row and a stream entry.
+    /// Returns the run's orders.
     async fn check_events(
         &mut self,
         before: &Before,
         placed: &[PlacedOrder],
         verdict: &mut Verdict,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Uuid>> {
         let since = before.db_now - CLOCK_SLACK_SECS;
         let mut orders: Vec<Uuid> =
             sqlx::query_scalar("select id from orders where created_at >= to_timestamp($1)")
@@ -422,6 +450,170 @@ impl Checker {
         }
         verdict.fact("orders without their outbox row", missing_outbox);
         verdict.fact("orders without their stream entry", missing_stream);
+        Ok(orders)
+    }
+
+    /// Entries in the dead-letter streams of both consumers.
+    async fn dead_letters(&mut self) -> anyhow::Result<usize> {
+        let (orders, payments): (usize, usize) = redis::pipe()
+            .cmd("XLEN")
+            .arg(format!("{}:dead", self.stream))
+            .cmd("XLEN")
+            .arg(format!("{}:dead", self.payment_stream))
+            .query_async(&mut self.redis)
+            .await
+            .context("XLEN of the dead-letter streams")?;
+        Ok(orders + payments)
+    }
+
+    /// Entries pending (delivered, not acknowledged) in a stream's consumer group.
+    async fn pending(&mut self, stream: &str, group: &str) -> anyhow::Result<usize> {
+        let reply: redis::RedisResult<redis::streams::StreamPendingReply> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .query_async(&mut self.redis)
+            .await;
+        match reply {
+            Ok(reply) => Ok(reply.count()),
+            // No group yet: nobody consumed, so nothing is pending.
+            Err(e) if e.code() == Some("NOGROUP") => Ok(0),
+            Err(e) => Err(e).context("XPENDING"),
+        }
+    }
+
+    /// Invariant 5: every order of the run settled once, its payment agrees, nothing
+    /// pending or dead-lettered; and the settlement figures.
+    async fn check_settlement(
+        &mut self,
+        before: &Before,
+        orders: &[Uuid],
+        verdict: &mut Verdict,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let unsettled = loop {
+            let mut left = 0;
+            for chunk in orders.chunks(CHUNK) {
+                let n: i64 = sqlx::query_scalar(
+                    "select count(*) from orders where id = any($1) and status = 'placed'",
+                )
+                .bind(chunk)
+                .fetch_one(&self.db)
+                .await?;
+                left += n;
+            }
+            if left == 0 || started.elapsed() >= self.settle_timeout {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if unsettled > 0 {
+            verdict.violations.push(format!(
+                "{unsettled} order(s) still `placed` after {:?} (LOADTEST_SETTLE_TIMEOUT): are payments and orders' consumer running?",
+                self.settle_timeout
+            ));
+        } else {
+            verdict.fact(
+                "every order settled after",
+                format!("{:.1?}", started.elapsed()),
+            );
+        }
+
+        let mut by_status: HashMap<String, i64> = HashMap::new();
+        let mut bad = Vec::new();
+        let mut latencies: Vec<f64> = Vec::with_capacity(orders.len());
+        let mut placed_span = (f64::MAX, f64::MIN);
+        let mut settled_span = (f64::MAX, f64::MIN);
+        for chunk in orders.chunks(CHUNK) {
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(Uuid, String, f64, f64, i64, Option<String>, i64, i64)> = sqlx::query_as(
+                "select o.id, o.status, extract(epoch from o.created_at)::float8,                         extract(epoch from o.updated_at)::float8,                         (select count(*) from payments p where p.order_id = o.id),                         (select p.status from payments p where p.order_id = o.id),                         (select count(*) from outbox x where x.aggregate_id = o.id and x.event_type = 'OrderPaid'),                         (select count(*) from outbox x where x.aggregate_id = o.id and x.event_type = 'OrderCancelled')                  from orders o where o.id = any($1)",
+            )
+            .bind(chunk)
+            .fetch_all(&self.db)
+            .await?;
+            for (id, status, created, updated, payments, payment, paid_events, cancelled_events) in
+                rows
+            {
+                *by_status.entry(status.clone()).or_default() += 1;
+                let expected_payment = match status.as_str() {
+                    "paid" => Some("succeeded"),
+                    "cancelled" => Some("failed"),
+                    _ => None,
+                };
+                if status != "placed" {
+                    latencies.push(updated - created);
+                    placed_span = (placed_span.0.min(created), placed_span.1.max(created));
+                    settled_span = (settled_span.0.min(updated), settled_span.1.max(updated));
+                    if payments != 1 {
+                        bad.push(format!(
+                            "order {id} ({status}) has {payments} payments rows"
+                        ));
+                    } else if payment.as_deref() != expected_payment {
+                        bad.push(format!(
+                            "order {id} is {status} but its payment is {payment:?}"
+                        ));
+                    }
+                    let events = (paid_events, cancelled_events);
+                    let expected = if status == "paid" { (1, 0) } else { (0, 1) };
+                    if events != expected {
+                        bad.push(format!(
+                            "order {id} ({status}) has {paid_events} OrderPaid and {cancelled_events} OrderCancelled events"
+                        ));
+                    }
+                }
+            }
+        }
+        verdict.fact(
+            "orders paid / cancelled",
+            format!(
+                "{} / {}",
+                by_status.get("paid").copied().unwrap_or(0),
+                by_status.get("cancelled").copied().unwrap_or(0)
+            ),
+        );
+        verdict.fact("orders with a wrong payment or settlement event", bad.len());
+        verdict.violations.extend(bad);
+
+        let pending = self.pending(&self.stream.clone(), "payments").await?
+            + self.pending(&self.payment_stream.clone(), "orders").await?;
+        verdict.fact("entries left pending (groups payments, orders)", pending);
+        if pending > 0 {
+            verdict.violations.push(format!(
+                "{pending} stream entries left pending after settlement"
+            ));
+        }
+        let dead = self
+            .dead_letters()
+            .await?
+            .saturating_sub(before.dead_letters);
+        verdict.fact("entries dead-lettered during the run", dead);
+        if dead > self.allowed_dead_letters {
+            verdict.violations.push(format!(
+                "{dead} entries dead-lettered during the run (allowed: {}; see `<stream>:dead`)",
+                self.allowed_dead_letters
+            ));
+        }
+
+        if !latencies.is_empty() {
+            latencies.sort_by(f64::total_cmp);
+            let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+            verdict.fact(
+                "settlement latency p50 / p90 / p99 / max",
+                format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0} ms",
+                    at(0.5) * 1e3,
+                    at(0.9) * 1e3,
+                    at(0.99) * 1e3,
+                    at(1.0) * 1e3
+                ),
+            );
+            let rate =
+                |(first, last): (f64, f64)| latencies.len() as f64 / (last - first).max(1e-3);
+            verdict.fact(
+                "orders placed/s vs settled/s (first → last)",
+                format!("{:.0} vs {:.0}", rate(placed_span), rate(settled_span)),
+            );
+        }
         Ok(())
     }
 

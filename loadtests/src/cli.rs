@@ -144,6 +144,23 @@ pub struct CheckArgs {
     /// How long to wait, after the load, for the outbox relay to publish every event.
     #[arg(long, env = "LOADTEST_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+
+    /// The stream payments publishes payment events to (payments' EVENTS_STREAM).
+    #[arg(
+        long,
+        env = "PAYMENT_EVENTS_STREAM",
+        default_value = "shop:events:payments"
+    )]
+    pub payment_events_stream: String,
+
+    /// How long to wait, after the outbox drained, for every order of the run to be
+    /// settled (`paid` or `cancelled`) by payments and orders' consumer.
+    #[arg(long, env = "LOADTEST_SETTLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub settle_timeout: Duration,
+
+    /// Dead-lettered entries the run may leave (a run that injects poison sets it).
+    #[arg(long, env = "LOADTEST_ALLOWED_DEAD_LETTERS", default_value_t = 0)]
+    pub allowed_dead_letters: usize,
 }
 
 impl fmt::Debug for CheckArgs {
@@ -153,6 +170,8 @@ impl fmt::Debug for CheckArgs {
             .field("check", &self.check)
             .field("events_stream", &self.events_stream)
             .field("drain_timeout", &self.drain_timeout)
+            .field("payment_events_stream", &self.payment_events_stream)
+            .field("settle_timeout", &self.settle_timeout)
             .finish_non_exhaustive()
     }
 }
