@@ -8,6 +8,13 @@
 //!
 //! `route` is axum's `MatchedPath` (the template, e.g. `/v1/orders/{id}`) or `unmatched`,
 //! never the raw path: label cardinality stays bounded.
+//!
+//! With [`RequestTraceLayer::access_log`] on, each request also writes one INFO event
+//! with target `access` when its response is ready, like nginx's access log: `method`,
+//! `route`, `path`, `status`, `duration_ms`, `bytes` (the body's exact size when known),
+//! `user_id` (when a handler put an [`AccessUser`] in the response extensions),
+//! `request_id`, and, from the request span, `trace_id`. It goes through the same
+//! non-blocking writer as every log line (docs/telemetry.md, "Log lines").
 
 use std::{
     future::Future,
@@ -38,13 +45,20 @@ pub fn layer() -> RequestTraceLayer {
 /// A [`tower::Layer`] producing [`RequestTraceService`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestTraceLayer {
-    _private: (),
+    access_log: bool,
 }
 
 impl RequestTraceLayer {
-    /// The layer.
+    /// The layer, without access log.
     pub const fn new() -> Self {
-        Self { _private: () }
+        Self { access_log: false }
+    }
+
+    /// Writes one access log line per request (see the [module docs](self)).
+    #[must_use]
+    pub const fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 }
 
@@ -52,14 +66,23 @@ impl<S> Layer<S> for RequestTraceLayer {
     type Service = RequestTraceService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestTraceService { inner }
+        RequestTraceService {
+            inner,
+            access_log: self.access_log,
+        }
     }
 }
+
+/// The authenticated caller, for the access log: a handler or middleware that knows
+/// who called puts it in the response's extensions.
+#[derive(Clone, Debug)]
+pub struct AccessUser(pub String);
 
 /// Wraps each request of `S` in a server span; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct RequestTraceService<S> {
     inner: S,
+    access_log: bool,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestTraceService<S>
@@ -67,7 +90,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: 'static,
-    ResBody: 'static,
+    ResBody: http_body::Body + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -124,6 +147,8 @@ where
         }
 
         let in_flight = InFlight::enter(Arc::clone(&route));
+        // The access log's path, taken before the request moves on (only when logged).
+        let path = self.access_log.then(|| req.uri().path().to_owned());
         let response = span.in_scope(|| self.inner.call(req));
         let method = method_label(&method);
         Box::pin(
@@ -145,11 +170,27 @@ where
                         "status" => status.as_str().to_owned(),
                     )
                     .increment(1);
-                    tracing::debug!(
-                        status = status.as_u16(),
-                        elapsed_s = elapsed,
-                        "request completed"
-                    );
+                    if let Some(path) = &path {
+                        let user = response.extensions().get::<AccessUser>();
+                        tracing::info!(
+                            target: "access",
+                            method = &*method,
+                            route = &*route,
+                            path = path.as_str(),
+                            status = status.as_u16(),
+                            duration_ms = elapsed * 1e3,
+                            bytes = response.body().size_hint().exact(),
+                            user_id = user.map(|u| u.0.as_str()),
+                            request_id = request_id.to_str().unwrap_or_default(),
+                            "access"
+                        );
+                    } else {
+                        tracing::debug!(
+                            status = status.as_u16(),
+                            elapsed_s = elapsed,
+                            "request completed"
+                        );
+                    }
                 }
                 metrics::histogram!(
                     "http_request_duration_seconds",
