@@ -25,6 +25,12 @@ function el(tag, attributes = {}, ...children) {
   return element;
 }
 
+/// Replaces `node`'s children with `children` (nested arrays flattened; null, undefined
+/// and false left out, so a condition can stand in the list).
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function money(cents, currency = "EUR") {
   return new Intl.NumberFormat("en", { style: "currency", currency }).format(cents / 100);
 }
@@ -69,7 +75,7 @@ function flash(kind, text, answer) { pendingFlash = { kind, text, answer }; }
 
 function showFlash() {
   const area = document.getElementById("flash");
-  area.replaceChildren();
+  fill(area);
   if (pendingFlash) {
     area.append(message(pendingFlash.kind, pendingFlash.text, pendingFlash.answer));
     pendingFlash = null;
@@ -97,7 +103,7 @@ function renderHeader() {
   const slot = document.getElementById("session");
   const current = api.session();
   if (current) {
-    slot.replaceChildren(
+    fill(slot,
       el("span", { class: "who" }, current.email),
       " ",
       el("button", { type: "button", class: "link", id: "signout", onclick: () => {
@@ -107,7 +113,7 @@ function renderHeader() {
       } }, "Sign out"),
     );
   } else {
-    slot.replaceChildren(el("a", { href: "#/signin", id: "signin-link" }, "Sign in"));
+    fill(slot, el("a", { href: "#/signin", id: "signin-link" }, "Sign in"));
   }
 }
 
@@ -119,7 +125,8 @@ async function catalogPage(view, current, params) {
   if (cursor) query.set("cursor", cursor);
   const answer = await api.call("GET", `/v1/products?${query}`);
   if (!current.alive) return;
-  if (!answer.ok) { view.replaceChildren(el("h1", {}, "Catalog"), message("error", api.sentence(answer), answer)); return; }
+  if (!answer.ok) { fill(view, el("h1", {}, "Catalog"), message("error", api.sentence(answer), answer)); return; }
+  cart.rememberNames(answer.body.items);
   const grid = el("ul", { class: "products" }, answer.body.items.map((p) => el("li", { class: "card", dataset: { productId: p.id } },
     el("h2", {}, el("a", { href: `#/product/${p.id}` }, p.name)),
     el("p", { class: "price" }, money(p.price_cents, p.currency)),
@@ -135,7 +142,7 @@ async function catalogPage(view, current, params) {
       ? el("a", { href: pageHref(cursor ? [...history, cursor] : [...history, ""], answer.body.next_cursor), rel: "next" }, "Next →")
       : null,
   );
-  view.replaceChildren(el("h1", {}, "Catalog"), grid, pager);
+  fill(view, el("h1", {}, "Catalog"), grid, pager);
 }
 
 function pageHref(history, cursor) {
@@ -160,13 +167,14 @@ function addToCart(button, product, quantity) {
 async function productPage(view, current, id) {
   const answer = await api.call("GET", `/v1/products/${encodeURIComponent(id)}`);
   if (!current.alive) return;
-  if (!answer.ok) { view.replaceChildren(el("h1", {}, "Product"), message("error", api.sentence(answer), answer)); return; }
+  if (!answer.ok) { fill(view, el("h1", {}, "Product"), message("error", api.sentence(answer), answer)); return; }
   const p = answer.body;
+  cart.rememberNames([p]);
   const stock = el("p", { class: "stock", id: "stock", "aria-live": "polite" });
   const showStock = (n) => { stock.textContent = n > 0 ? `${n} in stock (live)` : "Out of stock"; };
   showStock(p.stock);
   const quantity = el("input", { id: "quantity", type: "number", min: 1, max: cart.MAX_QUANTITY, value: 1, inputmode: "numeric" });
-  view.replaceChildren(
+  fill(view,
     el("p", {}, el("a", { href: "#/" }, "← Catalog")),
     el("h1", {}, p.name),
     el("p", { class: "sku" }, `SKU ${p.sku}`),
@@ -201,19 +209,19 @@ function signinPage(view, current, params) {
       flash("notice", `Signed in as ${email.value}.`, answer);
       go(next);
     } else if (answer.status === 401) {
-      status.replaceChildren(message("error", "The email or password is wrong.", answer));
+      fill(status, message("error", "The email or password is wrong.", answer));
     } else if (answer.status === 429) {
       button.disabled = true;
-      status.replaceChildren(el("p", { class: "message error", role: "alert" },
+      fill(status, el("p", { class: "message error", role: "alert" },
         countdown(current, "Too many sign-in attempts.", answer.retryAfter, () => { button.disabled = false; })));
     } else {
-      status.replaceChildren(message("error", api.sentence(answer), answer));
+      fill(status, message("error", api.sentence(answer), answer));
     }
   } },
   el("label", { for: "email" }, "Email"), email,
   el("label", { for: "password" }, "Password"), password,
   button);
-  view.replaceChildren(
+  fill(view,
     el("h1", {}, "Sign in"),
     el("p", { class: "hint" }, "Demo users: user1@shop.test / password1, user2@shop.test / password2 (from `orders seed`)."),
     form, status);
@@ -252,7 +260,7 @@ async function checkout(current, button, status) {
   try {
     const body = { items: cart.lines().map((l) => ({ product_id: l.product_id, quantity: l.quantity })) };
     const attempt = attemptFor(JSON.stringify(body));
-    status.replaceChildren(message("notice", "Placing your order…"));
+    fill(status, message("notice", "Placing your order…"));
     let answer;
     for (let tries = 1; ; tries += 1) {
       answer = await api.call("POST", "/v1/orders", { body, auth: true, headers: { "Idempotency-Key": attempt.key } });
@@ -260,7 +268,7 @@ async function checkout(current, button, status) {
       // safe (orders replays the first answer or places the order once).
       const retryable = answer.network || answer.status === 502 || answer.status === 503 || answer.status === 504;
       if (!retryable || tries >= 3) break;
-      status.replaceChildren(message("notice", `${api.sentence(answer)} Trying again with the same order key (attempt ${tries + 1} of 3)…`, answer));
+      fill(status, message("notice", `${api.sentence(answer)} Trying again with the same order key (attempt ${tries + 1} of 3)…`, answer));
       await sleep(Math.min(5, answer.retryAfter || tries) * 1000);
     }
     if (answer.ok) {
@@ -271,15 +279,15 @@ async function checkout(current, button, status) {
       return;
     }
     if (answer.status === 401) {
-      status.replaceChildren(message("error", api.sentence(answer), answer), " ",
+      fill(status, message("error", api.sentence(answer), answer), " ",
         el("a", { href: `#/signin?next=${encodeURIComponent("#/cart")}` }, "Sign in"));
     } else if (answer.status === 429 || answer.status === 503) {
-      status.replaceChildren(el("p", { class: "message error", role: "alert" },
+      fill(status, el("p", { class: "message error", role: "alert" },
         countdown(current, api.sentence(answer), answer.retryAfter, () => { button.disabled = false; }),
         answer.traceId ? " " : null, answer.traceId ? api.traceLink(answer.traceId, "See the trace") : null));
       return; // the button comes back at the end of the countdown
     } else {
-      status.replaceChildren(message("error", api.sentence(answer, { names: cart.names() }), answer));
+      fill(status, message("error", api.sentence(answer, { names: cart.names() }), answer));
     }
     button.disabled = false;
   } finally {
@@ -287,10 +295,25 @@ async function checkout(current, button, status) {
   }
 }
 
+/// A quantity changed: the cart, that line's price and the total are updated in place
+/// (the page is not rebuilt, so the keyboard focus stays where it was).
+function updateLine(view, line, input) {
+  cart.setQuantity(line.product_id, Number(input.value));
+  const saved = cart.lines().find((l) => l.product_id === line.product_id);
+  if (!saved) return;
+  // Out of range or not a whole number: show what the cart holds (an emptied field is
+  // left for the user to type into; the cart keeps 1 meanwhile).
+  if (input.value !== "" && Number(input.value) !== saved.quantity) input.value = String(saved.quantity);
+  const row = input.closest("tr");
+  row.querySelector(".line-total").textContent = money(saved.unit_price_cents * saved.quantity, saved.currency);
+  const total = cart.lines().reduce((n, l) => n + l.unit_price_cents * l.quantity, 0);
+  view.querySelector("#cart-total").textContent = money(total, saved.currency);
+}
+
 function cartPage(view, current) {
   const lines = cart.lines();
   if (lines.length === 0) {
-    view.replaceChildren(el("h1", {}, "Cart"), el("p", {}, "Your cart is empty. ", el("a", { href: "#/" }, "Browse the catalog.")));
+    fill(view, el("h1", {}, "Cart"), el("p", {}, "Your cart is empty. ", el("a", { href: "#/" }, "Browse the catalog.")));
     return;
   }
   const currency = lines[0].currency;
@@ -299,7 +322,7 @@ function cartPage(view, current) {
   const signedIn = Boolean(api.session());
   const button = el("button", { type: "button", id: "checkout", disabled: !signedIn }, "Place order");
   button.addEventListener("click", () => checkout(current, button, status));
-  view.replaceChildren(
+  fill(view,
     el("h1", {}, "Cart"),
     el("table", { class: "cart" },
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Product"), el("th", { scope: "col" }, "Quantity"), el("th", { scope: "col" }, "Price"), el("th", { scope: "col" }, el("span", { class: "sr-only" }, "Remove")))),
@@ -307,8 +330,8 @@ function cartPage(view, current) {
         el("td", {}, el("a", { href: `#/product/${l.product_id}` }, l.name)),
         el("td", {}, el("label", { class: "sr-only", for: `q-${l.product_id}` }, `Quantity of ${l.name}`),
           el("input", { id: `q-${l.product_id}`, class: "quantity", type: "number", min: 1, max: cart.MAX_QUANTITY, value: l.quantity, inputmode: "numeric",
-            onchange: (e) => { cart.setQuantity(l.product_id, Number(e.target.value)); route(); } })),
-        el("td", { class: "price" }, money(l.unit_price_cents * l.quantity, l.currency)),
+            onchange: (e) => updateLine(view, l, e.target) })),
+        el("td", { class: "price line-total" }, money(l.unit_price_cents * l.quantity, l.currency)),
         el("td", {}, el("button", { type: "button", class: "link", "aria-label": `Remove ${l.name}`, onclick: () => { cart.remove(l.product_id); route(); } }, "Remove")),
       ))),
       el("tfoot", {}, el("tr", {}, el("th", { scope: "row", colspan: 2 }, "Total"), el("td", { class: "price", id: "cart-total" }, money(total, currency)), el("td")))),
@@ -337,7 +360,7 @@ function statusBadge(order) {
 
 function requireSession(view, next) {
   if (api.session()) return true;
-  view.replaceChildren(el("h1", {}, "My orders"),
+  fill(view, el("h1", {}, "My orders"),
     el("p", {}, "Please ", el("a", { href: `#/signin?next=${encodeURIComponent(next)}` }, "sign in"), " to see your orders."));
   return false;
 }
@@ -346,17 +369,17 @@ async function ordersPage(view, current) {
   if (!requireSession(view, "#/orders")) return;
   const list = el("ul", { class: "orders", id: "orders" });
   const problem = el("div");
-  view.replaceChildren(el("h1", {}, "My orders"), problem, list);
+  fill(view, el("h1", {}, "My orders"), problem, list);
   const load = async () => {
     const answer = await api.call("GET", "/v1/orders?limit=20", { auth: true });
     if (!current.alive) return;
-    if (!answer.ok) { problem.replaceChildren(message("error", api.sentence(answer), answer)); return; }
-    problem.replaceChildren();
+    if (!answer.ok) { fill(problem, message("error", api.sentence(answer), answer)); return; }
+    fill(problem);
     if (answer.body.items.length === 0) {
-      list.replaceChildren(el("li", {}, "No orders yet. ", el("a", { href: "#/" }, "Browse the catalog.")));
+      fill(list, el("li", {}, "No orders yet. ", el("a", { href: "#/" }, "Browse the catalog.")));
       return;
     }
-    list.replaceChildren(...answer.body.items.map((o) => el("li", { dataset: { orderId: o.id } },
+    fill(list, ...answer.body.items.map((o) => el("li", { dataset: { orderId: o.id } },
       el("a", { href: `#/orders/${o.id}` }, `Order ${o.id.slice(0, 8)}`), " · ",
       when(o.created_at), " · ", money(o.total_cents, o.currency), " · ", statusBadge(o))));
     // Keep the list current while an order is still settling.
@@ -368,13 +391,13 @@ async function ordersPage(view, current) {
 async function orderPage(view, current, id) {
   if (!requireSession(view, `#/orders/${id}`)) return;
   const body = el("div", { id: "order" });
-  view.replaceChildren(el("p", {}, el("a", { href: "#/orders" }, "← My orders")), el("h1", {}, "Order"), body);
+  fill(view, el("p", {}, el("a", { href: "#/orders" }, "← My orders")), el("h1", {}, "Order"), body);
   const load = async () => {
     const answer = await api.call("GET", `/v1/orders/${encodeURIComponent(id)}`, { auth: true });
     if (!current.alive) return;
-    if (!answer.ok) { body.replaceChildren(message("error", api.sentence(answer), answer)); return; }
+    if (!answer.ok) { fill(body, message("error", api.sentence(answer), answer)); return; }
     const o = answer.body;
-    body.replaceChildren(
+    fill(body,
       el("dl", { class: "order", dataset: { orderId: o.id } },
         el("dt", {}, "Number"), el("dd", { class: "id" }, o.id),
         el("dt", {}, "Status"), el("dd", { id: "order-status" }, statusBadge(o)),
@@ -384,7 +407,7 @@ async function orderPage(view, current, id) {
       el("table", { class: "cart" },
         el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Product"), el("th", { scope: "col" }, "Quantity"), el("th", { scope: "col" }, "Unit price"))),
         el("tbody", {}, o.items.map((i) => el("tr", {},
-          el("td", {}, el("a", { href: `#/product/${i.product_id}` }, i.product_id.slice(0, 8))),
+          el("td", {}, el("a", { href: `#/product/${i.product_id}` }, cart.nameOf(i.product_id) || `Product ${i.product_id.slice(0, 8)}`)),
           el("td", {}, String(i.quantity)),
           el("td", { class: "price" }, money(i.unit_price_cents, o.currency)))))),
       o.status === "placed" ? el("p", { class: "hint" }, "Waiting for the payment; this page updates by itself.") : null,
@@ -419,7 +442,7 @@ async function route() {
   else if (parts[0] === "cart") cartPage(view, current);
   else if (parts[0] === "orders" && parts[1]) await orderPage(view, current, parts[1]);
   else if (parts[0] === "orders") await ordersPage(view, current);
-  else view.replaceChildren(el("h1", {}, "Not found"), el("p", {}, el("a", { href: "#/" }, "Back to the catalog.")));
+  else fill(view, el("h1", {}, "Not found"), el("p", {}, el("a", { href: "#/" }, "Back to the catalog.")));
   document.title = `${view.querySelector("h1")?.textContent || "shop"} · shop`;
   document.body.dataset.page = parts[0] || "catalog";
 }

@@ -65,3 +65,21 @@ export function names() {
 }
 
 export { MAX_QUANTITY };
+
+// ---- product names seen in the catalog, so an order's lines can be named without a
+// call per line (an order holds product ids only). At most 500 kept.
+
+const NAMES_KEY = "shop.names";
+
+function knownNames() {
+  try { return new Map(JSON.parse(localStorage.getItem(NAMES_KEY) || "[]")); } catch (_) { return new Map(); }
+}
+
+export function rememberNames(products) {
+  const known = knownNames();
+  for (const p of products) { known.delete(p.id); known.set(p.id, p.name); }
+  localStorage.setItem(NAMES_KEY, JSON.stringify([...known].slice(-500)));
+}
+
+/// The name of product `id` if it was seen, else null.
+export function nameOf(id) { return knownNames().get(id) || null; }

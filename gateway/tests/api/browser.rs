@@ -20,6 +20,9 @@ use crate::helpers::{ChildGuard, free_port, wait_for_port};
 /// How long a test waits for something to appear on the page.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Windows narrower than this are phones (Chrome's mobile emulation).
+const PHONE_MAX_WIDTH: u32 = 600;
+
 /// A headless Chromium session and the chromedriver that runs it.
 pub struct Browser {
     pub client: Client,
@@ -82,21 +85,29 @@ impl Browser {
         wait_for_port(port);
         let driver_url = format!("http://127.0.0.1:{port}");
 
+        let mut chrome_options = json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new",
+                // Tests run as root in CI, where Chromium's sandbox cannot start.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-extensions",
+                "--no-first-run",
+                format!("--window-size={width},{height}"),
+            ],
+        });
+        if width < PHONE_MAX_WIDTH {
+            // A desktop window cannot be narrower than about 500 px: a phone's viewport
+            // is Chrome's device emulation (exact width, touch, mobile layout).
+            chrome_options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0, "touch": true },
+            });
+        }
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    // Tests run as root in CI, where Chromium's sandbox cannot start.
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-extensions",
-                    "--no-first-run",
-                    format!("--window-size={width},{height}"),
-                ],
-            },
+            "goog:chromeOptions": chrome_options,
             "goog:loggingPrefs": { "browser": "ALL", "performance": "ALL" },
         });
         let Value::Object(capabilities) = capabilities else {

@@ -337,8 +337,6 @@ pub async fn gateway_with_stub(
 pub struct Stack {
     /// Base URL of the gateway (`http://127.0.0.1:<port>`).
     pub gateway: String,
-    /// Base URL of orders.
-    pub orders: String,
     _processes: Vec<ChildGuard>,
 }
 
@@ -369,7 +367,6 @@ impl Stack {
         }
         Self {
             gateway: format!("http://127.0.0.1:{port}"),
-            orders,
             _processes: processes,
         }
     }

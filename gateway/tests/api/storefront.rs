@@ -1,7 +1,7 @@
 //! The storefront: its files and headers over plain HTTP (in-process gateway), then a
 //! shopper in a real headless Chromium against the real processes (orders and the
 //! gateway binary; payments where the order must settle). Screenshots of each step go to
-//! `target/storefront-screenshots/`; the catalog's is also kept as docs/storefront.png.
+//! `target/storefront-screenshots/`; the placed order's is also kept as docs/storefront.png.
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -187,9 +187,7 @@ async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_tr
 
     let products = add_products(&browser, 2).await;
     assert_eq!(browser.text("#cart-count").await, "2");
-    let shot = browser.screenshot("catalog").await;
-    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/storefront.png");
-    browser.keep(&shot, &docs);
+    browser.screenshot("catalog").await;
 
     sign_in(&browser).await;
     browser.click("#cart-link").await;
@@ -205,7 +203,10 @@ async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_tr
 
     assert_eq!(order_status(&browser).await, "placed");
     let id = shown_order_id(&browser).await;
-    browser.screenshot("order-placed").await;
+    let shot = browser.screenshot("order-placed").await;
+    // The README's picture: an order just placed, its trace one click away.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/storefront.png");
+    browser.keep(&shot, &docs);
 
     // Postgres has the order, with both products.
     let items: Vec<(Uuid, i32)> = sqlx::query_as(
@@ -273,6 +274,7 @@ async fn a_double_clicked_checkout_on_a_phone_places_exactly_one_order(pool: PgP
     sign_in(&browser).await;
 
     // Usable at 375 px: nothing wider than the screen.
+    assert_eq!(browser.eval("return window.innerWidth;").await, 375);
     let fits = browser
         .eval("return document.documentElement.scrollWidth <= window.innerWidth;")
         .await;
