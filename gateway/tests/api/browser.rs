@@ -20,6 +20,35 @@ use crate::helpers::{ChildGuard, free_port, wait_for_port};
 /// How long a test waits for something to appear on the page.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// One request the browser sent and, if one came, its answer.
+#[derive(Debug)]
+pub struct Exchange {
+    pub request_headers: Value,
+    /// None: no answer was received (yet).
+    pub status: Option<u64>,
+    pub headers: Value,
+}
+
+impl Exchange {
+    /// A response header (names compared without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// A request header (names compared without case).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        find_header(&self.request_headers, name)
+    }
+}
+
+fn find_header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
+    headers
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
+}
+
 /// Windows narrower than this are phones (Chrome's mobile emulation).
 const PHONE_MAX_WIDTH: u32 = 600;
 
@@ -64,8 +93,8 @@ impl Browser {
                  WebDriver (`apt-get install -y chromium chromium-driver`; .ci/run installs them)"
             )
         });
-        let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"])
-            .unwrap_or_else(|| {
+        let chromium =
+            on_path(&["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
                 panic!(
                     "chromium is not on PATH: `apt-get install -y chromium chromium-driver` \
                      (.ci/run installs them)"
@@ -212,7 +241,10 @@ impl Browser {
     /// DevTools events) since the last call.
     async fn log(&self, kind: &str) -> Vec<Value> {
         let response = reqwest::Client::new()
-            .post(format!("{}/session/{}/se/log", self.driver_url, self.session))
+            .post(format!(
+                "{}/session/{}/se/log",
+                self.driver_url, self.session
+            ))
             .json(&json!({ "type": kind }))
             .send()
             .await
@@ -234,9 +266,10 @@ impl Browser {
             .collect()
     }
 
-    /// The responses the browser received for `method` `url_suffix` since the last
-    /// call, as (status, headers) from Chrome's performance log.
-    pub async fn responses(&self, method: &str, url_suffix: &str) -> Vec<(u64, Value)> {
+    /// The requests for `method` `url_suffix` the browser sent since the last call, with
+    /// the answers it received, from Chrome's performance log (what the page really
+    /// sent and got, headers included).
+    pub async fn exchanges(&self, method: &str, url_suffix: &str) -> Vec<Exchange> {
         let events: Vec<Value> = self
             .log("performance")
             .await
@@ -244,30 +277,32 @@ impl Browser {
             .filter_map(|entry| serde_json::from_str(entry["message"].as_str()?).ok())
             .map(|m: Value| m["message"].clone())
             .collect();
-        let requests: Vec<(Value, Value)> = events
-            .iter()
-            .filter(|e| e["method"] == "Network.requestWillBeSent")
-            .map(|e| (e["params"]["requestId"].clone(), e["params"]["request"].clone()))
-            .collect();
-        events
-            .iter()
-            .filter(|e| e["method"] == "Network.responseReceived")
-            .filter(|e| {
-                e["params"]["response"]["url"]
-                    .as_str()
-                    .is_some_and(|u| u.ends_with(url_suffix))
+        let of = |kind: &str| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| e["method"] == kind)
+                .map(|e| &e["params"])
+                .collect()
+        };
+        let responses = of("Network.responseReceived");
+        of("Network.requestWillBeSent")
+            .into_iter()
+            .filter(|sent| {
+                sent["request"]["method"] == method
+                    && sent["request"]["url"]
+                        .as_str()
+                        .is_some_and(|u| u.ends_with(url_suffix))
             })
-            .filter(|e| {
-                requests.iter().any(|(id, request)| {
-                    *id == e["params"]["requestId"] && request["method"] == method
-                })
-            })
-            .map(|e| {
-                let response = &e["params"]["response"];
-                (
-                    response["status"].as_u64().unwrap_or(0),
-                    response["headers"].clone(),
-                )
+            .map(|sent| {
+                let answer = responses
+                    .iter()
+                    .find(|r| r["requestId"] == sent["requestId"])
+                    .map(|r| &r["response"]);
+                Exchange {
+                    request_headers: sent["request"]["headers"].clone(),
+                    status: answer.and_then(|a| a["status"].as_u64()),
+                    headers: answer.map_or(Value::Null, |a| a["headers"].clone()),
+                }
             })
             .collect()
     }
@@ -277,7 +312,11 @@ impl Browser {
     pub async fn finish(self, expected: &[&str]) {
         let errors = self.console_errors(expected).await;
         assert!(errors.is_empty(), "console errors: {errors:#?}");
-        self.client.clone().close().await.expect("close the session");
+        self.client
+            .clone()
+            .close()
+            .await
+            .expect("close the session");
     }
 }
 

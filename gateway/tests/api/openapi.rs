@@ -23,7 +23,10 @@ async fn the_gateway_document_covers_every_route_and_status_of_orders(pool: PgPo
     for (path, operations) in orders["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
             let ours = &gateway["paths"][path][method];
-            assert!(ours.is_object(), "{method} {path} is missing at the gateway");
+            assert!(
+                ours.is_object(),
+                "{method} {path} is missing at the gateway"
+            );
             for status in operation["responses"].as_object().unwrap().keys() {
                 assert!(
                     ours["responses"][status].is_object(),
@@ -36,9 +39,15 @@ async fn the_gateway_document_covers_every_route_and_status_of_orders(pool: PgPo
     let limit = &gateway["components"]["parameters"]["limit"]["schema"];
     assert_eq!(limit["maximum"], 100);
     let line = &gateway["components"]["schemas"]["PlaceOrderLine"]["properties"]["quantity"];
-    assert_eq!((line["minimum"].clone(), line["maximum"].clone()), (1.into(), 1000.into()));
+    assert_eq!(
+        (line["minimum"].clone(), line["maximum"].clone()),
+        (1.into(), 1000.into())
+    );
     let statuses = &gateway["components"]["schemas"]["Order"]["properties"]["status"]["enum"];
-    assert_eq!(*statuses, serde_json::json!(["placed", "paid", "cancelled"]));
+    assert_eq!(
+        *statuses,
+        serde_json::json!(["placed", "paid", "cancelled"])
+    );
 }
 
 /// Runs `st run` (schemathesis, from PyPI: scripts/ci-tools installs it) with every check
@@ -68,26 +77,26 @@ async fn schemathesis_with_every_check_finds_no_failure_through_the_gateway(pool
     let gateway = stack.gateway.as_str();
     let settings = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let output = tokio::process::Command::new(st)
-            .args(["--config-file", settings])
-            .args(["run", &format!("{gateway}/openapi.json")])
-            .args(["--url", gateway])
-            .args(["--checks", "all"])
-            .args(["--header", &format!("Authorization: Bearer {token}")])
-            // Enough cases to reach every documented status, few enough for CI; a fixed
-            // seed so that a failure reproduces. (Runs with 300 cases and random seeds
-            // found nothing more when this was written; the NUL-in-email 500 came from one.)
-            .args(["--max-examples", "100", "--seed", "15"])
-            // One worker: Python 3.11's parser is not thread-safe in hypothesis' use of
-            // it ("AST constructor recursion depth mismatch").
-            .args(["--workers", "1"])
-            .args(["--report", "junit"])
-            .arg("--report-dir")
-            .arg(&report)
-            .args(["--no-color"])
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("st runs");
+        .args(["--config-file", settings])
+        .args(["run", &format!("{gateway}/openapi.json")])
+        .args(["--url", gateway])
+        .args(["--checks", "all"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        // Enough cases to reach every documented status, few enough for CI; a fixed
+        // seed so that a failure reproduces. (Runs with 300 cases and random seeds
+        // found nothing more when this was written; the NUL-in-email 500 came from one.)
+        .args(["--max-examples", "100", "--seed", "15"])
+        // One worker: Python 3.11's parser is not thread-safe in hypothesis' use of
+        // it ("AST constructor recursion depth mismatch").
+        .args(["--workers", "1"])
+        .args(["--report", "junit"])
+        .arg("--report-dir")
+        .arg(&report)
+        .args(["--no-color"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("st runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

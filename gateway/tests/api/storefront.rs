@@ -3,7 +3,6 @@
 //! gateway binary; payments where the order must settle). Screenshots of each step go to
 //! `target/storefront-screenshots/`; the placed order's is also kept as docs/storefront.png.
 
-use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -24,7 +23,12 @@ async fn the_storefront_page_has_security_headers_an_etag_and_no_inline_script(p
     let response = gateway.get("/").await;
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
@@ -38,7 +42,10 @@ async fn the_storefront_page_has_security_headers_an_etag_and_no_inline_script(p
     let page = response.text().await.unwrap();
     for tag in page.split("<script").skip(1) {
         let tag = &tag[..tag.find('>').unwrap()];
-        assert!(tag.contains("src=\"/assets/"), "inline script: <script{tag}>");
+        assert!(
+            tag.contains("src=\"/assets/"),
+            "inline script: <script{tag}>"
+        );
     }
 
     let again = gateway
@@ -75,7 +82,10 @@ async fn the_storefront_modules_are_served_compressed_to_clients_that_accept_it(
             .unwrap();
         assert_eq!(gzipped.headers()["content-encoding"], "gzip", "{file}");
         let compressed = gzipped.bytes().await.unwrap().len();
-        assert!(compressed < size, "{file}: {compressed} bytes gzipped, {size} plain");
+        assert!(
+            compressed < size,
+            "{file}: {compressed} bytes gzipped, {size} plain"
+        );
     }
     let script = gateway.get("/assets/app.js").await;
     assert!(
@@ -133,6 +143,19 @@ async fn add_products(browser: &Browser, n: usize) -> Vec<String> {
     ids
 }
 
+/// Types `n` into the cart's (first) quantity field as a user would, and leaves it.
+async fn type_quantity(browser: &Browser, n: u32) {
+    let quantity = browser.wait_for("input.quantity").await;
+    quantity.clear().await.unwrap();
+    quantity.send_keys(&format!("{n}\t")).await.unwrap();
+    browser
+        .wait_until(
+            &format!("the cart holds quantity {n}"),
+            &format!("JSON.parse(localStorage.getItem('shop.cart'))[0].quantity === {n}"),
+        )
+        .await;
+}
+
 /// The order page's status, once it shows one: `placed`, `paid` or `cancelled`.
 async fn order_status(browser: &Browser) -> String {
     browser
@@ -156,18 +179,8 @@ async fn shown_order_id(browser: &Browser) -> Uuid {
     id.parse().unwrap()
 }
 
-fn header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
-    headers
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.as_str())
-}
-
 #[sqlx::test(migrations = "../migrations")]
-async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_trace(
-    pool: PgPool,
-) {
+async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_trace(pool: PgPool) {
     let stack = Stack::start(
         &pool,
         StackConfig {
@@ -179,10 +192,12 @@ async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_tr
     browser.open(&format!("{}/", stack.gateway)).await;
 
     // The page as the browser received it: with its Content-Security-Policy.
-    let page = browser.responses("GET", "/").await;
-    let (status, headers) = page.first().expect("the page's response");
-    assert_eq!(*status, 200);
-    let csp = header(headers, "content-security-policy").expect("a CSP on the page");
+    let page = browser.exchanges("GET", "/").await;
+    let page = page.first().expect("the page's request");
+    assert_eq!(page.status, Some(200));
+    let csp = page
+        .header("content-security-policy")
+        .expect("a CSP on the page");
     assert!(csp.contains("script-src 'self'"), "{csp}");
 
     let products = add_products(&browser, 2).await;
@@ -225,10 +240,12 @@ async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_tr
     );
 
     // The checkout's trace link carries the x-trace-id of the POST the browser got.
-    let posts = browser.responses("POST", "/v1/orders").await;
+    let posts = browser.exchanges("POST", "/v1/orders").await;
     assert_eq!(posts.len(), 1, "one POST /v1/orders: {posts:?}");
-    assert_eq!(posts[0].0, 201);
-    let trace_id = header(&posts[0].1, "x-trace-id").expect("x-trace-id on the answer");
+    assert_eq!(posts[0].status, Some(201));
+    let trace_id = posts[0]
+        .header("x-trace-id")
+        .expect("x-trace-id on the answer");
     let link = browser
         .wait_for("#flash a.trace")
         .await
@@ -302,12 +319,60 @@ async fn a_double_clicked_checkout_on_a_phone_places_exactly_one_order(pool: PgP
         .await
         .unwrap();
     assert_eq!(orders, 1, "a double click placed one order");
-    let posts = browser.responses("POST", "/v1/orders").await;
-    assert!(posts.len() <= 1, "one POST at most: {posts:?}");
+    let posts = browser.exchanges("POST", "/v1/orders").await;
+    assert_eq!(posts.len(), 1, "one POST: {posts:?}");
     let fits = browser
         .eval("return document.documentElement.scrollWidth <= window.innerWidth;")
         .await;
     assert_eq!(fits, true, "the order page scrolls sideways at 375 px");
+    browser.finish(&[]).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_checkout_whose_answer_is_lost_is_resent_with_the_same_key_and_places_one_order(
+    pool: PgPool,
+) {
+    let stack = Stack::start(&pool, StackConfig::default());
+    let mut browser = Browser::start("lost-answer", 1280, 900).await;
+    browser.open(&format!("{}/", stack.gateway)).await;
+    add_products(&browser, 1).await;
+    sign_in(&browser).await;
+    browser.click("#cart-link").await;
+    browser.wait_for("#checkout:not([disabled])").await;
+    // The network fails after the request reached the shop: the first POST is placed,
+    // and its answer never reaches the page.
+    browser
+        .eval(
+            "const send = window.fetch; let lost = false; \
+             window.fetch = async (url, init) => { \
+               const answer = await send(url, init); \
+               if (!lost && init?.method === 'POST' && url === '/v1/orders') { \
+                 lost = true; throw new TypeError('Failed to fetch'); } \
+               return answer; };",
+        )
+        .await;
+    browser.click("#checkout").await;
+    assert_eq!(order_status(&browser).await, "placed");
+    let said = browser.text("#flash .message").await;
+    assert!(
+        said.contains("already placed"),
+        "the replay is told: {said}"
+    );
+
+    let posts = browser.exchanges("POST", "/v1/orders").await;
+    assert_eq!(posts.len(), 2, "the attempt and its retry: {posts:?}");
+    let keys: Vec<_> = posts
+        .iter()
+        .map(|p| p.request_header("idempotency-key").expect("a key"))
+        .collect();
+    assert_eq!(keys[0], keys[1], "the retry resends the attempt's key");
+    assert_eq!(posts[1].header("idempotent-replayed"), Some("true"));
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(orders, 1, "one order for the attempt");
+    browser.screenshot("replayed").await;
     browser.finish(&[]).await;
 }
 
@@ -339,15 +404,7 @@ async fn an_out_of_stock_and_a_rate_limited_checkout_are_explained_in_sentences(
 
     // Two in the cart, one in stock: 409 insufficient-stock, told with the product's name.
     browser.click("#cart-link").await;
-    let quantity = browser.wait_for("input.quantity").await;
-    quantity.clear().await.unwrap();
-    quantity.send_keys("2\t").await.unwrap();
-    browser
-        .wait_until(
-            "the cart shows quantity 2",
-            "document.querySelector('input.quantity')?.value === '2'",
-        )
-        .await;
+    type_quantity(&browser, 2).await;
     browser.click("#checkout:not([disabled])").await;
     let said = browser.text("#checkout-status .message.error").await;
     assert!(
@@ -357,24 +414,20 @@ async fn an_out_of_stock_and_a_rate_limited_checkout_are_explained_in_sentences(
     browser.screenshot("insufficient-stock").await;
 
     // One is fine, but the one placement of the hour is spent: 429 with a countdown.
-    let quantity = browser.wait_for("input.quantity").await;
-    quantity.clear().await.unwrap();
-    quantity.send_keys("1\t").await.unwrap();
-    browser
-        .wait_until(
-            "the cart shows quantity 1",
-            "document.querySelector('input.quantity')?.value === '1'",
-        )
-        .await;
+    type_quantity(&browser, 1).await;
     browser.click("#checkout:not([disabled])").await;
     let said = browser.text("#checkout-status .countdown").await;
     assert!(
         said.starts_with("Too many requests.") && said.contains("try again in"),
         "429 as a sentence with a countdown: {said}"
     );
-    assert_eq!(
-        browser.wait_for("#checkout").await.is_enabled().await.unwrap(),
-        false,
+    assert!(
+        !browser
+            .wait_for("#checkout")
+            .await
+            .is_enabled()
+            .await
+            .unwrap(),
         "no new attempt before Retry-After"
     );
     browser.screenshot("rate-limited").await;
@@ -385,36 +438,50 @@ async fn an_out_of_stock_and_a_rate_limited_checkout_are_explained_in_sentences(
         .unwrap();
     assert_eq!(orders, 0);
     // Chrome logs each refused fetch as an error; those two are expected, nothing else.
-    browser
-        .finish(&["status of 409", "status of 429"])
-        .await;
+    browser.finish(&["status of 409", "status of 429"]).await;
 }
 
 // ---- with payments: the order settles
 
-#[sqlx::test(migrations = "../migrations")]
-#[ignore = "needs the payments service (issue 14)"]
-async fn a_checked_out_order_reaches_paid_while_the_page_watches(pool: PgPool) {
+/// With payments running (`payments_env` added to its environment), a shopper checks out
+/// the catalog's first `products` products; returns once the order page shows `status`
+/// (it polls by itself), with the stack and the browser still there.
+async fn check_out_until(
+    pool: &PgPool,
+    name: &str,
+    payments_env: &[(&str, &str)],
+    products: usize,
+    status: &str,
+) -> (Stack, Browser) {
     let stack = Stack::start(
-        &pool,
+        pool,
         StackConfig {
-            payments: Some(&[]),
+            payments: Some(payments_env),
             ..StackConfig::default()
         },
     );
-    let mut browser = Browser::start("paid", 1280, 900).await;
+    let browser = Browser::start(name, 1280, 900).await;
     browser.open(&format!("{}/", stack.gateway)).await;
-    add_products(&browser, 2).await;
+    add_products(&browser, products).await;
     sign_in(&browser).await;
     browser.click("#cart-link").await;
     browser.click("#checkout:not([disabled])").await;
     browser.wait_for("#order-status [data-status]").await;
     browser
         .wait_until(
-            "the order page shows paid",
-            "document.querySelector('#order-status [data-status]')?.dataset.status === 'paid'",
+            &format!("the order page shows {status}"),
+            &format!(
+                "document.querySelector('#order-status [data-status]')?.dataset.status === '{status}'"
+            ),
         )
         .await;
+    (stack, browser)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs the payments service (issue 14)"]
+async fn a_checked_out_order_reaches_paid_while_the_page_watches(pool: PgPool) {
+    let (_stack, mut browser) = check_out_until(&pool, "paid", &[], 2, "paid").await;
     browser.screenshot("paid").await;
     browser.finish(&[]).await;
 }
@@ -422,27 +489,10 @@ async fn a_checked_out_order_reaches_paid_while_the_page_watches(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 #[ignore = "needs the payments service (issue 14)"]
 async fn a_declined_order_shows_cancelled_and_why(pool: PgPool) {
-    let stack = Stack::start(
-        &pool,
-        StackConfig {
-            // Every order costs more than 1 cent: every payment is declined.
-            payments: Some(&[("PAYMENTS_DECLINE_ABOVE_CENTS", "1")]),
-            ..StackConfig::default()
-        },
-    );
-    let mut browser = Browser::start("declined", 1280, 900).await;
-    browser.open(&format!("{}/", stack.gateway)).await;
-    add_products(&browser, 1).await;
-    sign_in(&browser).await;
-    browser.click("#cart-link").await;
-    browser.click("#checkout:not([disabled])").await;
-    browser.wait_for("#order-status [data-status]").await;
-    browser
-        .wait_until(
-            "the order page shows cancelled",
-            "document.querySelector('#order-status [data-status]')?.dataset.status === 'cancelled'",
-        )
-        .await;
+    // Every order costs more than 1 cent: every payment is declined.
+    let decline_all = [("PAYMENTS_DECLINE_ABOVE_CENTS", "1")];
+    let (_stack, mut browser) =
+        check_out_until(&pool, "declined", &decline_all, 1, "cancelled").await;
     let reason = browser.text("#order-status .reason").await;
     assert!(reason.contains("declined"), "the reason is shown: {reason}");
     browser.screenshot("declined").await;
