@@ -180,6 +180,10 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Vec<String>,
+    /// Base URL of the Jaeger UI: the storefront links every API call's `x-trace-id`
+    /// to `{JAEGER_UI_URL}/trace/{id}` (learned from `GET /v1/config`).
+    #[arg(long, env = "JAEGER_UI_URL", default_value = "http://localhost:16686")]
+    pub jaeger_ui_url: String,
     /// The HTTP server and the stop (`HEADER_READ_TIMEOUT`, `SHUTDOWN_DRAIN_TIMEOUT`,
     /// `SHUTDOWN_JOBS_TIMEOUT`, `METRICS_SAMPLE_INTERVAL`).
     #[command(flatten)]

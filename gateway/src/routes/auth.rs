@@ -81,12 +81,17 @@ async fn issue_token(
         })?;
 
     let email = credentials.email.trim().to_lowercase();
-    let user: Option<(Uuid, String)> =
+    // Postgres text cannot hold NUL: such an email names no user (asking would be a query
+    // error, a 500), so it fails like any unknown email, after the same dummy check.
+    let user: Option<(Uuid, String)> = if email.contains('\0') {
+        None
+    } else {
         sqlx::query_as("select id, password_hash from users where email = $1")
             .bind(&email)
             .fetch_optional(&state.db)
             .await
-            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("looking up a user")))?;
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("looking up a user")))?
+    };
 
     let (user_id, hash) = match user {
         Some((id, hash)) => (Some(id), hash),

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
+pub mod storefront;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,7 +25,8 @@ use crate::{
 /// The whole router with its middleware, outermost first:
 /// telemetry (request span from the client's `traceparent`, `x-request-id`,
 /// `x-trace-id`, RED metrics) → CORS → load shedding → body read timeout →
-/// identification → [rate limiting → /v1 routes] | unlimited routes.
+/// identification → [rate limiting → /v1 routes] | unlimited routes (health, the
+/// OpenAPI document, the storefront's files and its config).
 pub fn router(state: AppState) -> anyhow::Result<Router> {
     let config = Arc::clone(&state.config);
     let limited = Router::new()
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .merge(auth::public_router())
         .merge(health::router())
         .merge(openapi::router())
+        .merge(storefront::router())
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn_with_state(state.verifier.clone(), authenticate))

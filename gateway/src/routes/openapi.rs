@@ -1,5 +1,8 @@
-//! `GET /openapi.json`: a static OpenAPI 3.1 document of the gateway's own routes
-//! (the proxied routes are described by orders' document).
+//! `GET /openapi.json`: the whole public API as one static OpenAPI 3.1 document: the
+//! gateway's own routes and every route it forwards to orders, each with every status it
+//! can answer (the gateway's own 408/413/429/502/503/504 included) and every limit.
+//! A test holds it to orders' own document (every orders route is in it) and another
+//! fuzzes a live gateway with it (schemathesis, all checks, zero failures).
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 

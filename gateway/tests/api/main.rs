@@ -3,11 +3,14 @@
 //! and real Redis (its own key prefix), with the gateway bound on port 0.
 
 mod auth;
+mod browser;
 mod e2e;
 mod helpers;
 mod metrics;
+mod openapi;
 mod proxy;
 mod rate_limit;
 mod server;
 mod shutdown;
+mod storefront;
 mod trace;
