@@ -184,6 +184,10 @@ pub struct Config {
     /// to `{JAEGER_UI_URL}/trace/{id}` (learned from `GET /v1/config`).
     #[arg(long, env = "JAEGER_UI_URL", default_value = "http://localhost:16686")]
     pub jaeger_ui_url: String,
+    /// One JSON line per request (method, route, status, duration, bytes, user id,
+    /// request id, trace id), target `access`, like nginx's access log; `false`: off.
+    #[arg(long, env = "ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
     /// The HTTP server and the stop (`HEADER_READ_TIMEOUT`, `SHUTDOWN_DRAIN_TIMEOUT`,
     /// `SHUTDOWN_JOBS_TIMEOUT`, `METRICS_SAMPLE_INTERVAL`).
     #[command(flatten)]

@@ -10,6 +10,7 @@ use axum::{
     response::Response,
 };
 use shop_auth::{AuthError, Claims, TokenVerifier};
+use shop_telemetry::http::layer::AccessUser;
 
 /// Who sent the request, in the request extensions.
 #[derive(Clone, Debug)]
@@ -60,6 +61,15 @@ pub async fn authenticate(
     } else {
         Identity::Anonymous
     };
+    // The access log names the caller (a clone of the id, only for a valid token).
+    let user = match &identity {
+        Identity::User(claims) => Some(AccessUser(claims.sub.to_string())),
+        _ => None,
+    };
     request.extensions_mut().insert(identity);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(user) = user {
+        response.extensions_mut().insert(user);
+    }
+    response
 }

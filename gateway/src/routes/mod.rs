@@ -66,7 +66,9 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     ));
     // `Router::layer`, not a wrapper around the finished service: axum has put the
     // `MatchedPath` in the request by then, so spans and metrics name the route.
-    Ok(app.layer(shop_telemetry::http::layer()).with_state(state))
+    Ok(app
+        .layer(shop_telemetry::http::layer().access_log(config.access_log))
+        .with_state(state))
 }
 
 /// Load shedding: beyond `MAX_IN_FLIGHT` requests in flight the gateway answers 503 +

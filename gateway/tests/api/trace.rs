@@ -193,6 +193,35 @@ async fn one_trace_runs_from_the_client_through_gateway_orders_postgres_and_the_
         "and links to the placing request"
     );
 
+    // The gateway's access log (on by default): one line for the order, from which a
+    // person goes to the trace.
+    let access: Vec<Value> = gateway_log
+        .lines_of_trace(CLIENT_TRACE)
+        .into_iter()
+        .filter(|l| l["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 1, "one access line per request: {access:#?}");
+    let line = &access[0];
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["route"], "/v1/orders");
+    assert_eq!(line["status"], 201);
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{line}"
+    );
+    assert!(line["bytes"].as_u64().is_some_and(|b| b > 0), "{line}");
+    assert_eq!(
+        line["request_id"].as_str().map(str::len),
+        Some(32),
+        "{line}"
+    );
+    assert!(
+        line["user_id"]
+            .as_str()
+            .is_some_and(|id| id.parse::<Uuid>().is_ok()),
+        "{line}"
+    );
+
     // Logs: both processes wrote lines carrying this trace id.
     for (service, log) in [("gateway", &gateway_log), ("orders", &orders_log)] {
         let lines = log.lines_of_trace(CLIENT_TRACE);
