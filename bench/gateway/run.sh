@@ -12,6 +12,11 @@
 #   D. orders directly
 #   E. bare axum proxy -> the minimal handler   (the stack's floor: gateway/examples/bench_bare_proxy.rs,
 #   F. bare axum proxy -> orders                  the gateway's hyper client and nothing else)
+#   G. nginx as an API gateway -> orders         (the fair peer, issue 16: per-IP limit_req, a
+#                                                  request id, a JSON access log, timeouts, a
+#                                                  keep-alive upstream pool; C vs G is the figure)
+# C and G both write a JSON access log line per request to a file (the gateway's is on by
+# default: ACCESS_LOG), as an operator would run them.
 # and prints requests/s, the ratios, the CPU time each process spent per request, and
 # the gateway's RSS idle and under load. SKIP_BUILD=1 uses the release binaries as built.
 # Needs: wrk, nginx (apt-get install wrk nginx), Postgres and Redis on localhost.
@@ -99,7 +104,7 @@ PRODUCT_PATH=/v1/products/00000000-0000-0000-0000-000000000001
 echo "== A. nginx -> minimal axum handler"
 run_wrk nginx "http://127.0.0.1:9902$PRODUCT_PATH" nginx "$UPSTREAM"
 
-GATEWAY_ENV=(RATE_LIMIT_DEFAULT=100000000/s RATE_LIMIT_REDIS_PREFIX="bench:$$:" MAX_IN_FLIGHT=4096 RUST_LOG=warn DATABASE_URL="$DB")
+GATEWAY_ENV=(RATE_LIMIT_DEFAULT=100000000/s RATE_LIMIT_REDIS_PREFIX="bench:$$:" MAX_IN_FLIGHT=4096 RUST_LOG=warn,access=info LOG_FORMAT=json DATABASE_URL="$DB")
 
 # B. gateway -> minimal handler.
 env "${GATEWAY_ENV[@]}" GATEWAY_ADDR=127.0.0.1:9903 ORDERS_URL=http://127.0.0.1:9901 "$BIN/gateway" 2>"$WORK/gw-b.log" & GW=$!; PIDS+=($GW)
@@ -122,10 +127,56 @@ if [ "$HAVE_ORDERS" = 1 ]; then
   wait_port 9905
   curl -fsS "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" >/dev/null
   echo "== C. gateway -> orders"
-  run_wrk gateway_orders "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" "$GW" "$ORDERS"
+  run_wrk gateway_orders "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" "$GW" "$ORDERS" | tee "$WORK/gateway_orders.cpu"
   LOAD_RSS_C=$(rss_kib $GW)
   echo "== D. orders directly"
   run_wrk orders "http://127.0.0.1:9904/v1/products/$PRODUCT_ID" "$ORDERS"
+
+  # G. nginx doing the gateway's job at the edge, in front of the same orders process.
+  # Its own master/workers: named by pid file so cpu_ticks counts only this nginx.
+  cat > "$WORK/nginx-api.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx-api.pid;
+error_log $WORK/nginx-api-error.log warn;
+events { worker_connections 4096; }
+http {
+  log_format shop_json escape=json '{"time":"\$time_iso8601","method":"\$request_method","uri":"\$uri","status":\$status,"duration_s":\$request_time,"bytes":\$body_bytes_sent,"request_id":"\$request_id","upstream_s":"\$upstream_response_time"}';
+  access_log $WORK/nginx-api-access.log shop_json;
+  limit_req_zone \$binary_remote_addr zone=per_ip:10m rate=100000000r/s;
+  limit_req_status 429;
+  client_header_timeout 5s;
+  client_body_timeout 10s;
+  client_max_body_size 256k;
+  upstream orders { server 127.0.0.1:9904; keepalive 64; }
+  server {
+    listen 127.0.0.1:9908;
+    location / {
+      limit_req zone=per_ip burst=1000 nodelay;
+      proxy_pass http://orders;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Request-Id \$request_id;
+      add_header X-Request-Id \$request_id always;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_connect_timeout 1s;
+      proxy_send_timeout 5s;
+      proxy_read_timeout 5s;
+    }
+  }
+}
+NGINX
+  nginx -c "$WORK/nginx-api.conf" -g 'daemon off;' & NGINX_API=$!; PIDS+=($NGINX_API)
+  wait_port 9908
+  curl -fsS "http://127.0.0.1:9908/v1/products/$PRODUCT_ID" >/dev/null
+  echo "== G. nginx as an API gateway -> orders"
+  # The master does no request work: count its workers (children of the master).
+  NGINX_API_WORKERS=$(pgrep -P "$NGINX_API" | tr '\n' ' ')
+  before_w=0; for p in $NGINX_API_WORKERS; do before_w=$((before_w + $(cpu_ticks "$p"))); done
+  run_wrk nginx_api_orders "http://127.0.0.1:9908/v1/products/$PRODUCT_ID" "$NGINX_API" "$ORDERS"
+  after_w=0; for p in $NGINX_API_WORKERS; do after_w=$((after_w + $(cpu_ticks "$p"))); done
+  G_REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/nginx_api_orders.txt")
+  G_CPU_US=$(( (after_w - before_w) * TICK_US / G_REQUESTS ))
+  echo "   nginx workers: $G_CPU_US µs CPU per request"
 fi
 
 # E/F. The floor: a bare axum server forwarding with the same hyper client, nothing else.
@@ -152,6 +203,11 @@ if [ "$HAVE_ORDERS" = 1 ]; then
   C=$(rps "$WORK/gateway_orders.txt"); D=$(rps "$WORK/orders.txt")
   printf '  gateway -> orders      %10.0f req/s   %.2fx nginx (target >= 0.80), %.2fx orders direct\n' "$C" "$(echo "$C / $A" | bc -l)" "$(echo "$C / $D" | bc -l)"
   printf '  orders direct          %10.0f req/s\n' "$D"
+  G=$(rps "$WORK/nginx_api_orders.txt")
+  C_CPU_US=$(grep -o 'CPU per request: [0-9]* µs' "$WORK/gateway_orders.cpu" | awk '{print $4}')
+  printf '  nginx API gateway -> orders %5.0f req/s\n' "$G"
+  printf '  ** gateway vs nginx doing the same job: %.2fx req/s (goal >= 0.80); CPU per request %s µs vs %s µs = %.2fx (goal <= 1.5)\n' \
+    "$(echo "$C / $G" | bc -l)" "$C_CPU_US" "$G_CPU_US" "$(echo "$C_CPU_US / $G_CPU_US" | bc -l)"
   F=$(rps "$WORK/bare_orders.txt")
   printf '  bare proxy -> orders   %10.0f req/s   %.2fx nginx\n' "$F" "$(echo "$F / $A" | bc -l)"
   printf '  gateway RSS: idle %d MiB, under load (-> orders) %d MiB\n' $((IDLE_RSS / 1024)) $((LOAD_RSS_C / 1024))
