@@ -443,6 +443,10 @@ impl<H: Handler> Consumer<H> {
                     drop(first);
                     reader = None;
                     group_ready = false;
+                    // A history page that cannot be read (e.g. an entry trimmed while
+                    // pending) must not stall the consumer: what is left of it is
+                    // reclaimed after `claim_idle` like a dead consumer's.
+                    history = None;
                     metrics::counter!("stream_consumer_read_failures_total", "stream" => shared.stream.clone(), "group" => shared.group.clone()).increment(1);
                     let delay = backoff.next_delay();
                     tracing::warn!(stream = %shared.stream, group = %shared.group, %error, failures = backoff.failures(), retry_in = ?delay, "stream read failed");
