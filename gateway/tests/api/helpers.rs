@@ -354,16 +354,20 @@ impl Stack {
     /// a name of its own, so tests running at once never see each other's events.
     pub fn start(pool: &PgPool, config: StackConfig<'_>) -> Self {
         let stream = format!("shop:test:{}:events", Uuid::new_v4());
-        let orders_env: Vec<(&str, &str)> = [("EVENTS_STREAM", stream.as_str())]
-            .into_iter()
-            .chain(config.orders_env.iter().copied())
-            .collect();
+        let payment_stream = format!("shop:test:{}:payments", Uuid::new_v4());
+        let orders_env: Vec<(&str, &str)> = [
+            ("EVENTS_STREAM", stream.as_str()),
+            ("PAYMENT_EVENTS_STREAM", payment_stream.as_str()),
+        ]
+        .into_iter()
+        .chain(config.orders_env.iter().copied())
+        .collect();
         let (orders, orders_process) = spawn_orders(pool, &orders_env);
         let (port, gateway_process) =
             spawn_gateway_process(pool, &orders, config.gateway_env, Stdio::null());
         let mut processes = vec![orders_process, gateway_process];
         if let Some(env) = config.payments {
-            processes.push(spawn_payments(pool, &stream, env));
+            processes.push(spawn_payments(pool, &stream, &payment_stream, env));
         }
         Self {
             gateway: format!("http://127.0.0.1:{port}"),
@@ -373,16 +377,21 @@ impl Stack {
 }
 
 /// Starts the real `payments serve` process on this test's database, consuming the
-/// orders events of `orders_stream`; `env` adds to (or overrides) its environment.
-pub fn spawn_payments(pool: &PgPool, orders_stream: &str, env: &[(&str, &str)]) -> ChildGuard {
+/// order events of `orders_stream` and publishing payment events to `payment_stream`;
+/// `env` adds to (or overrides) its environment.
+pub fn spawn_payments(
+    pool: &PgPool,
+    orders_stream: &str,
+    payment_stream: &str,
+    env: &[(&str, &str)],
+) -> ChildGuard {
     let port = free_port();
     let child = Command::new(sibling_binary("payments"))
         .arg("serve")
         .env("DATABASE_URL", database_url(pool))
         .env("PAYMENTS_ADDR", format!("127.0.0.1:{port}"))
-        // The stream names are the payments service's own settings (issue 14): adjust
-        // here if they are named differently.
-        .env("ORDERS_EVENTS_STREAM", orders_stream)
+        .env("ORDER_EVENTS_STREAM", orders_stream)
+        .env("EVENTS_STREAM", payment_stream)
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
