@@ -1,0 +1,89 @@
+//! The happy path and the compensation: a placed order is paid; one above the decline
+//! threshold is cancelled and its stock comes back; both streams carry the events.
+
+use std::process::Stdio;
+
+use crate::harness::{Bench, Customer, PRICE_CENTS};
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled_with_its_stock_back(
+    pool: sqlx::PgPool,
+) {
+    let bench = Bench::new(&pool);
+    let orders = bench.orders(&[], Stdio::null()).await;
+    // Declines anything above 4 units.
+    let threshold = (4 * PRICE_CENTS).to_string();
+    let _payments = bench
+        .payments(&[("PAYMENTS_DECLINE_ABOVE_CENTS", &threshold)], Stdio::null())
+        .await;
+    let product = bench.product(100).await;
+    let customer = Customer::default();
+
+    let paid = customer.place(&orders, product, 1).await;
+    let declined = customer.place(&orders, product, 5).await;
+    let statuses = bench.settled(&[paid, declined]).await;
+
+    assert_eq!(statuses[&paid], ("paid".into(), None));
+    assert_eq!(
+        statuses[&declined],
+        ("cancelled".into(), Some("declined".into()))
+    );
+    assert_eq!(
+        bench.stock(product).await,
+        99,
+        "the declined order's 5 units came back, the paid one's did not"
+    );
+    let shown = customer.order(&orders, declined).await;
+    assert_eq!(shown["status"], "cancelled");
+    assert_eq!(shown["cancel_reason"], "declined");
+
+    let payments: Vec<(uuid::Uuid, String, Option<String>, Option<String>, i64)> =
+        sqlx::query_as(
+            "select order_id, status, charge_id, failure_reason, amount_cents from payments order by amount_cents",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(payments.len(), 2);
+    assert_eq!(payments[0].0, paid);
+    assert_eq!(payments[0].1, "succeeded");
+    assert_eq!(
+        payments[0].2.as_deref(),
+        Some(shop_payments::provider::charge_id(paid).as_str()),
+        "the charge id derives from the order id (the idempotency key)"
+    );
+    assert_eq!(payments[0].4, PRICE_CENTS);
+    assert_eq!(
+        (payments[1].0, payments[1].1.as_str(), payments[1].2.as_deref(), payments[1].3.as_deref()),
+        (declined, "failed", None, Some("declined"))
+    );
+
+    // The payment events reach the stream orders reads...
+    let payment_events = bench.entries(&bench.payments_stream).await;
+    let mut types: Vec<&str> = payment_events.iter().map(|(_, f)| f["type"].as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["PaymentFailed", "PaymentSucceeded"]);
+    let failed = payment_events
+        .iter()
+        .find(|(_, f)| f["type"] == "PaymentFailed")
+        .map(|(_, f)| serde_json::from_str::<serde_json::Value>(&f["payload"]).unwrap())
+        .unwrap();
+    assert_eq!(failed["order_id"], declined.to_string());
+    assert_eq!(failed["reason"], "declined");
+    assert_eq!(failed["amount_cents"], 5 * PRICE_CENTS);
+    assert!(failed["charge_id"].is_null());
+    // ...and the settlements follow the placements on the orders stream (once relayed).
+    let expected = ["OrderCancelled", "OrderPaid", "order.placed", "order.placed"];
+    let order_types = crate::harness::eventually_ok(
+        std::time::Duration::from_secs(10),
+        "the settlements are published",
+        async || {
+            let mut types = bench.types(&bench.orders_stream).await;
+            types.sort_unstable();
+            if types == expected { Ok(types) } else { Err(types) }
+        },
+    )
+    .await;
+    assert_eq!(order_types, expected);
+    bench.cleanup().await;
+}
