@@ -151,7 +151,11 @@ pub fn json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> Pr
             "payload-too-large",
             "the request body is too large",
         ),
-        other => Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", other.body_text()),
+        other => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable-body",
+            other.body_text(),
+        ),
     }
 }
 

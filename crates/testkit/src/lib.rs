@@ -275,10 +275,12 @@ impl PrivateRedis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""]);
         match &self.data_dir {
-            Some(dir) => command
-                .arg("--dir")
-                .arg(dir)
-                .args(["--appendonly", "yes", "--appendfsync", "always"]),
+            Some(dir) => command.arg("--dir").arg(dir).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
             None => command.args(["--appendonly", "no"]),
         };
         let child = command

@@ -78,7 +78,10 @@ pub struct ProviderConfig {
     pub failure_rate: f64,
 
     /// Orders whose total is above this many cents are declined (final). Unset: none.
-    #[arg(long = "payments-decline-above-cents", env = "PAYMENTS_DECLINE_ABOVE_CENTS")]
+    #[arg(
+        long = "payments-decline-above-cents",
+        env = "PAYMENTS_DECLINE_ABOVE_CENTS"
+    )]
     pub decline_above_cents: Option<i64>,
 
     /// Bound on one provider call; past it the call counts as a transient failure.
@@ -124,7 +127,11 @@ pub struct Config {
     pub outbox: OutboxConfig,
 
     /// Redis stream of order events that payments charges orders from (group `payments`).
-    #[arg(long, env = "ORDER_EVENTS_STREAM", default_value = "shop:events:orders")]
+    #[arg(
+        long,
+        env = "ORDER_EVENTS_STREAM",
+        default_value = "shop:events:orders"
+    )]
     pub order_events_stream: String,
 
     /// The order-events consumer (`PAYMENTS_MAX_DELIVERIES`, `PAYMENTS_CLAIM_IDLE`, ...).
@@ -178,6 +185,9 @@ mod tests {
         config.database.url = "postgres://shop:s3cret@db:5432/shop".into();
         config.redis.url = "redis://:hunter2@cache:6379".into();
         let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

@@ -78,7 +78,9 @@ impl PaymentRepository {
     /// payment already (nothing written).
     pub async fn record(&self, payment: &NewPayment) -> Result<bool, sqlx::Error> {
         let (status, charge_id, reason) = match &payment.outcome {
-            PaymentOutcome::Succeeded { charge_id } => ("succeeded", Some(charge_id.as_str()), None),
+            PaymentOutcome::Succeeded { charge_id } => {
+                ("succeeded", Some(charge_id.as_str()), None)
+            }
             PaymentOutcome::Failed { reason } => ("failed", None, Some(*reason)),
         };
         let mut tx = shop_service::pools::begin("payments", &self.db).await?;

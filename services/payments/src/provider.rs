@@ -98,7 +98,10 @@ pub fn parse_latency(text: &str) -> Result<Duration, String> {
     let latency = humantime::parse_duration(text)
         .map_err(|e| format!("latency {text:?} is not a duration such as 20ms or 1s: {e}"))?;
     if latency > MAX_LATENCY {
-        return Err(format!("latency must be at most {}", humantime::format_duration(MAX_LATENCY)));
+        return Err(format!(
+            "latency must be at most {}",
+            humantime::format_duration(MAX_LATENCY)
+        ));
     }
     Ok(latency)
 }
@@ -115,7 +118,9 @@ fn check_failure_rate(rate: f64) -> Result<f64, String> {
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
     } else {
-        Err(format!("failure_rate must be between 0.0 and 1.0, got {rate}"))
+        Err(format!(
+            "failure_rate must be between 0.0 and 1.0, got {rate}"
+        ))
     }
 }
 
@@ -159,7 +164,10 @@ pub fn decide(
 /// The charge id of `order_id`'s payment: the same on every call (the order id is the
 /// idempotency key).
 pub fn charge_id(order_id: Uuid) -> String {
-    format!("ch_{}", Uuid::new_v5(&CHARGE_NAMESPACE, order_id.as_bytes()).simple())
+    format!(
+        "ch_{}",
+        Uuid::new_v5(&CHARGE_NAMESPACE, order_id.as_bytes()).simple()
+    )
 }
 
 /// The provider: shared settings and the bound on each call. Cheap to clone.

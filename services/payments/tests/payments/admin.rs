@@ -33,7 +33,10 @@ async fn the_provider_settings_change_at_run_time_and_invalid_ones_are_refused_w
     let provider = app.state().provider.clone();
     let stop = CancellationToken::new();
     let harness = Lifecycle::new();
-    let server = harness.spawn_task("payments under test", app.run_until_stopped(stop.clone().cancelled_owned()));
+    let server = harness.spawn_task(
+        "payments under test",
+        app.run_until_stopped(stop.clone().cancelled_owned()),
+    );
     let client = reqwest::Client::new();
     let url = format!("{base}/admin/provider");
 
@@ -51,13 +54,31 @@ async fn the_provider_settings_change_at_run_time_and_invalid_ones_are_refused_w
     assert_eq!(provider.settings().decline_above_cents, Some(1000));
 
     let invalid = [
-        (json!({ "latency": "20ms", "failure_rate": 1.5 }), "invalid-provider-settings"),
-        (json!({ "latency": "20ms", "failure_rate": -0.1 }), "invalid-provider-settings"),
-        (json!({ "latency": "2m", "failure_rate": 0.0 }), "invalid-provider-settings"),
-        (json!({ "latency": "soon", "failure_rate": 0.0 }), "invalid-provider-settings"),
-        (json!({ "latency": "20ms", "failure_rate": 0.0, "decline_above_cents": -1 }), "invalid-provider-settings"),
+        (
+            json!({ "latency": "20ms", "failure_rate": 1.5 }),
+            "invalid-provider-settings",
+        ),
+        (
+            json!({ "latency": "20ms", "failure_rate": -0.1 }),
+            "invalid-provider-settings",
+        ),
+        (
+            json!({ "latency": "2m", "failure_rate": 0.0 }),
+            "invalid-provider-settings",
+        ),
+        (
+            json!({ "latency": "soon", "failure_rate": 0.0 }),
+            "invalid-provider-settings",
+        ),
+        (
+            json!({ "latency": "20ms", "failure_rate": 0.0, "decline_above_cents": -1 }),
+            "invalid-provider-settings",
+        ),
         (json!({ "latency": "20ms" }), "invalid-body"),
-        (json!({ "latency": "20ms", "failure_rate": 0.0, "colour": "red" }), "invalid-body"),
+        (
+            json!({ "latency": "20ms", "failure_rate": 0.0, "colour": "red" }),
+            "invalid-body",
+        ),
     ];
     for (body, slug) in invalid {
         let response = client.put(&url).json(&body).send().await.unwrap();
@@ -72,7 +93,12 @@ async fn the_provider_settings_change_at_run_time_and_invalid_ones_are_refused_w
         .unwrap();
     assert_problem(response, StatusCode::BAD_REQUEST, "malformed-json").await;
     let response = client.put(&url).body("latency=1s").send().await.unwrap();
-    assert_problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
+    assert_problem(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
     let shown: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(shown, wanted, "refused settings changed nothing");
 

@@ -32,9 +32,11 @@ async fn payments_sigkilled_in_the_middle_of_a_batch_and_started_again_settles_e
             .await
             .unwrap()
     };
-    eventually(Duration::from_secs(30), "some orders are charged", async || {
-        charged().await >= 5
-    })
+    eventually(
+        Duration::from_secs(30),
+        "some orders are charged",
+        async || charged().await >= 5,
+    )
     .await;
     first.child.0.as_mut().unwrap().kill().unwrap();
     first.child.exit_within(Duration::from_secs(5)).await;
@@ -51,9 +53,11 @@ async fn payments_sigkilled_in_the_middle_of_a_batch_and_started_again_settles_e
         metric(&second, "stream_consumer_reclaimed_total", &[]).await >= 1.0,
         "the restarted replica reclaimed the dead one's entries"
     );
-    eventually(Duration::from_secs(10), "nothing is left pending", async || {
-        bench.pending(&bench.orders_stream, "payments").await == 0
-    })
+    eventually(
+        Duration::from_secs(10),
+        "nothing is left pending",
+        async || bench.pending(&bench.orders_stream, "payments").await == 0,
+    )
     .await;
     bench.cleanup().await;
 }
@@ -77,7 +81,12 @@ async fn two_payments_replicas_in_one_group_process_each_order_once_in_effect(po
 
     bench.assert_each_paid_once(&placed).await;
     let succeeded = |p| async move {
-        metric(p, "stream_consumer_processed_total", &[r#"outcome="succeeded""#]).await
+        metric(
+            p,
+            "stream_consumer_processed_total",
+            &[r#"outcome="succeeded""#],
+        )
+        .await
     };
     let (by_a, by_b) = (succeeded(&a).await, succeeded(&b).await);
     assert_eq!(

@@ -75,7 +75,10 @@ impl Bench {
             .env("EVENTS_STREAM", &self.orders_stream)
             .env("PAYMENT_EVENTS_STREAM", &self.payments_stream)
             .env("ORDERS_CONSUMER_BLOCK", "200ms")
-            .env("CACHE_REDIS_PREFIX", format!("{}:cache", self.orders_stream))
+            .env(
+                "CACHE_REDIS_PREFIX",
+                format!("{}:cache", self.orders_stream),
+            )
             .envs(self.common_env())
             .envs(env.iter().copied())
             .stdout(log)
@@ -163,13 +166,12 @@ impl Bench {
     /// cancel reason.
     pub async fn settled(&self, orders: &[Uuid]) -> HashMap<Uuid, (String, Option<String>)> {
         eventually_ok(SETTLE_LIMIT, "every order is settled", async || {
-            let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-                "select id, status, cancel_reason from orders where id = any($1)",
-            )
-            .bind(orders)
-            .fetch_all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+            let rows: Vec<(Uuid, String, Option<String>)> =
+                sqlx::query_as("select id, status, cancel_reason from orders where id = any($1)")
+                    .bind(orders)
+                    .fetch_all(&self.db)
+                    .await
+                    .map_err(|e| e.to_string())?;
             let placed = rows.iter().filter(|(_, s, _)| s == "placed").count();
             if rows.len() == orders.len() && placed == 0 {
                 Ok(rows.into_iter().map(|(id, s, r)| (id, (s, r))).collect())
@@ -263,8 +265,7 @@ impl Bench {
     /// Entries of `stream` delivered to group `group` and not acknowledged.
     pub async fn pending(&self, stream: &str, group: &str) -> usize {
         let mut conn = self.redis().await;
-        let reply: redis::streams::StreamPendingReply =
-            conn.xpending(stream, group).await.unwrap();
+        let reply: redis::streams::StreamPendingReply = conn.xpending(stream, group).await.unwrap();
         reply.count()
     }
 

@@ -61,9 +61,11 @@ async fn with_postgres_cut_off_from_payments_for_a_few_seconds_it_backs_off_then
         .next()
         .unwrap();
     let mut proxy = TcpProxy::start(postgres).await;
-    let through_proxy = bench
-        .database_url
-        .replacen(&format!(":{}/", options.get_port()), &format!(":{}/", proxy.port()), 1);
+    let through_proxy = bench.database_url.replacen(
+        &format!(":{}/", options.get_port()),
+        &format!(":{}/", proxy.port()),
+        1,
+    );
     assert_ne!(through_proxy, bench.database_url);
     let payments = bench
         .payments(&[("DATABASE_URL", &through_proxy)], Stdio::null())

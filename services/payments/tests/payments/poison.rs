@@ -16,7 +16,10 @@ async fn bad_json_and_a_payment_for_an_unknown_order_are_dead_lettered_and_do_no
     let bad_json = bench
         .append(
             &bench.orders_stream,
-            &[("type", "order.placed"), ("payload", "{\"order\": {not json")],
+            &[
+                ("type", "order.placed"),
+                ("payload", "{\"order\": {not json"),
+            ],
         )
         .await;
     let unknown = uuid::Uuid::new_v4();
@@ -39,13 +42,27 @@ async fn bad_json_and_a_payment_for_an_unknown_order_are_dead_lettered_and_do_no
     bench.assert_each_paid_once(&[order]).await;
 
     for (stream, source, group, reason) in [
-        (&bench.orders_stream, &bad_json, "payments", "invalid payload"),
-        (&bench.payments_stream, &unknown_order, "orders", "unknown order"),
+        (
+            &bench.orders_stream,
+            &bad_json,
+            "payments",
+            "invalid payload",
+        ),
+        (
+            &bench.payments_stream,
+            &unknown_order,
+            "orders",
+            "unknown order",
+        ),
     ] {
         let dead = format!("{stream}:dead");
         let entries = eventually_ok(Duration::from_secs(10), "a dead letter", async || {
             let entries = bench.entries(&dead).await;
-            if entries.is_empty() { Err("none yet") } else { Ok(entries) }
+            if entries.is_empty() {
+                Err("none yet")
+            } else {
+                Ok(entries)
+            }
         })
         .await;
         assert_eq!(entries.len(), 1, "{dead}: {entries:?}");
@@ -57,7 +74,10 @@ async fn bad_json_and_a_payment_for_an_unknown_order_are_dead_lettered_and_do_no
             "{dead}: {:?}",
             fields["dead_reason"]
         );
-        assert!(fields.contains_key("payload"), "the original fields are kept");
+        assert!(
+            fields.contains_key("payload"),
+            "the original fields are kept"
+        );
         assert_eq!(
             bench.pending(stream, group).await,
             0,

@@ -3,7 +3,19 @@
 
 use std::process::Stdio;
 
+use uuid::Uuid;
+
 use crate::harness::{Bench, Customer, PRICE_CENTS};
+
+/// A `payments` row.
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
+struct Payment {
+    order_id: Uuid,
+    status: String,
+    charge_id: Option<String>,
+    failure_reason: Option<String>,
+    amount_cents: i64,
+}
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled_with_its_stock_back(
@@ -14,7 +26,10 @@ async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled
     // Declines anything above 4 units.
     let threshold = (4 * PRICE_CENTS).to_string();
     let _payments = bench
-        .payments(&[("PAYMENTS_DECLINE_ABOVE_CENTS", &threshold)], Stdio::null())
+        .payments(
+            &[("PAYMENTS_DECLINE_ABOVE_CENTS", &threshold)],
+            Stdio::null(),
+        )
         .await;
     let product = bench.product(100).await;
     let customer = Customer::default();
@@ -37,30 +52,40 @@ async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled
     assert_eq!(shown["status"], "cancelled");
     assert_eq!(shown["cancel_reason"], "declined");
 
-    let payments: Vec<(uuid::Uuid, String, Option<String>, Option<String>, i64)> =
-        sqlx::query_as(
-            "select order_id, status, charge_id, failure_reason, amount_cents from payments order by amount_cents",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(payments.len(), 2);
-    assert_eq!(payments[0].0, paid);
-    assert_eq!(payments[0].1, "succeeded");
+    let payments: Vec<Payment> = sqlx::query_as(
+        "select order_id, status, charge_id, failure_reason, amount_cents from payments order by amount_cents",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let charge_id = shop_payments::provider::charge_id(paid);
     assert_eq!(
-        payments[0].2.as_deref(),
-        Some(shop_payments::provider::charge_id(paid).as_str()),
-        "the charge id derives from the order id (the idempotency key)"
-    );
-    assert_eq!(payments[0].4, PRICE_CENTS);
-    assert_eq!(
-        (payments[1].0, payments[1].1.as_str(), payments[1].2.as_deref(), payments[1].3.as_deref()),
-        (declined, "failed", None, Some("declined"))
+        payments,
+        [
+            Payment {
+                order_id: paid,
+                status: "succeeded".into(),
+                // Derived from the order id, the provider call's idempotency key.
+                charge_id: Some(charge_id),
+                failure_reason: None,
+                amount_cents: PRICE_CENTS,
+            },
+            Payment {
+                order_id: declined,
+                status: "failed".into(),
+                charge_id: None,
+                failure_reason: Some("declined".into()),
+                amount_cents: 5 * PRICE_CENTS,
+            },
+        ]
     );
 
     // The payment events reach the stream orders reads...
     let payment_events = bench.entries(&bench.payments_stream).await;
-    let mut types: Vec<&str> = payment_events.iter().map(|(_, f)| f["type"].as_str()).collect();
+    let mut types: Vec<&str> = payment_events
+        .iter()
+        .map(|(_, f)| f["type"].as_str())
+        .collect();
     types.sort_unstable();
     assert_eq!(types, ["PaymentFailed", "PaymentSucceeded"]);
     let failed = payment_events
@@ -73,14 +98,23 @@ async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled
     assert_eq!(failed["amount_cents"], 5 * PRICE_CENTS);
     assert!(failed["charge_id"].is_null());
     // ...and the settlements follow the placements on the orders stream (once relayed).
-    let expected = ["OrderCancelled", "OrderPaid", "order.placed", "order.placed"];
+    let expected = [
+        "OrderCancelled",
+        "OrderPaid",
+        "order.placed",
+        "order.placed",
+    ];
     let order_types = crate::harness::eventually_ok(
         std::time::Duration::from_secs(10),
         "the settlements are published",
         async || {
             let mut types = bench.types(&bench.orders_stream).await;
             types.sort_unstable();
-            if types == expected { Ok(types) } else { Err(types) }
+            if types == expected {
+                Ok(types)
+            } else {
+                Err(types)
+            }
         },
     )
     .await;

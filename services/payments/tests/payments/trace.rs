@@ -7,7 +7,9 @@ use std::{process::Command, process::Stdio, time::Duration};
 use serde_json::json;
 use shop_telemetry::testing::{Exported, OtlpReceiver};
 
-use crate::harness::{Bench, ChildGuard, JSON_LOGS, LogFile, eventually, free_port, sibling_binary};
+use crate::harness::{
+    Bench, ChildGuard, JSON_LOGS, LogFile, eventually, free_port, sibling_binary,
+};
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -41,7 +43,10 @@ async fn one_trace_runs_from_the_gateway_through_orders_payments_and_back_to_the
             .env("ORDERS_URL", &orders.url)
             .env("DATABASE_URL", &bench.database_url)
             .env("REDIS_URL", &bench.redis_url)
-            .env("RATE_LIMIT_REDIS_PREFIX", format!("{}:rl:", bench.orders_stream))
+            .env(
+                "RATE_LIMIT_REDIS_PREFIX",
+                format!("{}:rl:", bench.orders_stream),
+            )
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -117,11 +122,18 @@ async fn one_trace_runs_from_the_gateway_through_orders_payments_and_back_to_the
         .await;
     for want in &expected {
         assert!(
-            spans.iter().any(|s| s.trace_id() == CLIENT_TRACE && is(s, want)),
+            spans
+                .iter()
+                .any(|s| s.trace_id() == CLIENT_TRACE && is(s, want)),
             "no {want:?} span in trace {CLIENT_TRACE}; received: {:#?}",
             spans
                 .iter()
-                .map(|s| (s.service.as_str(), s.span.kind, s.span.name.as_str(), s.trace_id()))
+                .map(|s| (
+                    s.service.as_str(),
+                    s.span.kind,
+                    s.span.name.as_str(),
+                    s.trace_id()
+                ))
                 .collect::<Vec<_>>()
         );
     }
@@ -129,7 +141,10 @@ async fn one_trace_runs_from_the_gateway_through_orders_payments_and_back_to_the
         .iter()
         .find(|s| s.trace_id() == CLIENT_TRACE && is(s, &expected[3]))
         .unwrap();
-    assert_eq!(process.attr("messaging.consumer.group.name").as_deref(), Some("payments"));
+    assert_eq!(
+        process.attr("messaging.consumer.group.name").as_deref(),
+        Some("payments")
+    );
     assert_eq!(process.attr("messaging.system").as_deref(), Some("redis"));
     let charge = spans
         .iter()
