@@ -74,6 +74,15 @@ impl Application {
             provider = %settings,
             "payments starting"
         );
+        if config.consumer.claim_idle <= config.provider.timeout {
+            // A charge still running when its entry is reclaimed would run twice at once
+            // (harmless, the charge is idempotent and the row unique, but wasted).
+            tracing::warn!(
+                claim_idle = ?config.consumer.claim_idle,
+                provider_timeout = ?config.provider.timeout,
+                "PAYMENTS_CLAIM_IDLE should be well above PAYMENTS_PROVIDER_TIMEOUT"
+            );
+        }
         let state = AppState {
             payments: PaymentRepository::new(db.clone()),
             provider: Provider::new(settings, config.provider.timeout),

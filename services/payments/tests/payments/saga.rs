@@ -25,7 +25,7 @@ async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled
     let orders = bench.orders(&[], Stdio::null()).await;
     // Declines anything above 4 units.
     let threshold = (4 * PRICE_CENTS).to_string();
-    let _payments = bench
+    let payments_process = bench
         .payments(
             &[("PAYMENTS_DECLINE_ABOVE_CENTS", &threshold)],
             Stdio::null(),
@@ -119,5 +119,54 @@ async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled
     )
     .await;
     assert_eq!(order_types, expected);
+
+    // What the dashboards and alerts read, from payments' /metrics.
+    let every = [
+        "http_requests_total",
+        "tokio_alive_tasks",
+        "process_resident_memory_bytes",
+        "shop_job_running",
+        "db_pool_connections",
+        "redis_pool_connections",
+        "stream_consumer_processed_total",
+        "stream_consumer_processing_seconds",
+        "stream_consumer_in_flight",
+        "stream_consumer_pending",
+        "stream_consumer_lag",
+        "stream_consumer_oldest_pending_age_seconds",
+        "stream_dead_letter_entries",
+        "payments_provider_seconds",
+        "payments_provider_calls_total",
+        "outbox_events_published_total",
+        "outbox_backlog",
+        "outbox_oldest_unpublished_age_seconds",
+    ];
+    let client = reqwest::Client::new();
+    crate::harness::eventually_ok(
+        std::time::Duration::from_secs(10),
+        "payments exports every metric of its dashboards",
+        async || {
+            let text = client
+                .get(format!("{}/metrics", payments_process.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let names = shop_telemetry::testing::metric_names(&text);
+            let missing: Vec<&str> = every
+                .iter()
+                .filter(|name| !names.contains(**name))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing)
+            }
+        },
+    )
+    .await;
     bench.cleanup().await;
 }
