@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use uuid::Uuid;
 
-use crate::harness::{Bench, Customer, PRICE_CENTS};
+use crate::harness::{Bench, Customer, PRICE_CENTS, metric};
 
 /// A `payments` row.
 #[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -168,5 +168,70 @@ async fn a_placed_order_is_paid_and_one_above_the_decline_threshold_is_cancelled
         },
     )
     .await;
+    bench.cleanup().await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_provider_failing_at_every_delivery_cancels_the_order_as_payment_failed_and_its_settings_change_at_run_time(
+    pool: sqlx::PgPool,
+) {
+    let bench = Bench::new(&pool);
+    let orders = bench.orders(&[], Stdio::null()).await;
+    let payments = bench
+        .payments(&[("PAYMENTS_MAX_DELIVERIES", "3")], Stdio::null())
+        .await;
+    let product = bench.product(100).await;
+    let customer = Customer::default();
+    let client = reqwest::Client::new();
+    let set_failure_rate = async |rate: f64| {
+        let response = client
+            .put(format!("{}/admin/provider", payments.url))
+            .json(&serde_json::json!({ "latency": "5ms", "failure_rate": rate }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    };
+
+    set_failure_rate(1.0).await;
+    let failing = customer.place(&orders, product, 2).await;
+    let statuses = bench.settled(&[failing]).await;
+    assert_eq!(
+        statuses[&failing],
+        ("cancelled".into(), Some("payment_failed".into())),
+        "a transient failure at every delivery allowed fails the payment for good"
+    );
+    assert_eq!(bench.stock(product).await, 100, "its stock came back");
+    let (status, reason, attempts): (String, Option<String>, i32) =
+        sqlx::query_as("select status, failure_reason, attempts from payments where order_id = $1")
+            .bind(failing)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_deref(), attempts),
+        ("failed", Some("payment_failed"), 3)
+    );
+    assert_eq!(
+        metric(
+            &payments,
+            "payments_provider_calls_total",
+            &[r#"outcome="error""#]
+        )
+        .await,
+        3.0,
+        "one provider call per delivery, retried with backoff"
+    );
+    assert!(
+        bench
+            .entries(&format!("{}:dead", bench.orders_stream))
+            .await
+            .is_empty(),
+        "a failed payment is an outcome, not a dead letter"
+    );
+
+    set_failure_rate(0.0).await;
+    let recovered = customer.place(&orders, product, 1).await;
+    bench.assert_each_paid_once(&[recovered]).await;
     bench.cleanup().await;
 }
