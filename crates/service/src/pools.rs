@@ -107,3 +107,22 @@ pub fn record_redis_metrics(name: &'static str, pool: &deadpool_redis::Pool) -> 
     metrics::gauge!("redis_pool_waiters", "pool" => name).set(status.waiting as f64);
     status.waiting
 }
+
+/// Readiness: whether Postgres answers `select 1` on `pool` within `within`.
+pub async fn postgres_usable(pool: &PgPool, within: Duration) -> bool {
+    tokio::time::timeout(within, sqlx::query("select 1").execute(pool))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Readiness: whether Redis answers `PING` through `pool` within `within` (the wait for
+/// a pooled connection included).
+pub async fn redis_usable(pool: &deadpool_redis::Pool, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        let mut conn = pool.get().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        anyhow::Ok(())
+    })
+    .await
+    .is_ok_and(|r| r.is_ok())
+}

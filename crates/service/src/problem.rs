@@ -127,6 +127,38 @@ impl IntoResponse for Problem {
     }
 }
 
+/// A JSON body rejected by axum's `Json` extractor, as a problem: 400 `malformed-json`
+/// (syntax), 415 `unsupported-media-type` (not `application/json`), 422 `invalid-body`
+/// (valid JSON, wrong shape), 413 `payload-too-large`, else 400 `unreadable-body`.
+pub fn json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> Problem {
+    use axum::extract::rejection::JsonRejection;
+    match rejection {
+        JsonRejection::JsonDataError(e) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            e.body_text(),
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.body_text())
+        }
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "the body must be JSON, with Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "the request body is too large",
+        ),
+        other => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable-body",
+            other.body_text(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,3 +201,35 @@ pub fn record_runtime_metrics(lifecycle: &Lifecycle) {
     lifecycle.record_metrics();
     shop_telemetry::runtime::sample();
 }
+
+/// The body of a service's internal `GET /debug/jobs`: the supervised jobs by name with
+/// their state, runs and last error, the tasks the lifecycle tracks, and the runtime's
+/// alive tasks.
+pub fn jobs_report(lifecycle: &Lifecycle) -> serde_json::Value {
+    fn unix(t: std::time::SystemTime) -> f64 {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    }
+    let jobs: Vec<serde_json::Value> = lifecycle
+        .jobs()
+        .into_iter()
+        .map(|job| {
+            serde_json::json!({
+                "name": job.name,
+                "state": job.state.as_str(),
+                "started_at": unix(job.started_at),
+                "finished_at": job.finished_at.map(unix),
+                "runs": job.runs,
+                "failures": job.failures,
+                "last_success": job.last_success.map(unix),
+                "last_error": job.last_error,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "jobs": jobs,
+        "tracked_tasks": lifecycle.tracked_tasks(),
+        "alive_tasks": shop_lifecycle::alive_tasks(),
+    })
+}

@@ -1,18 +1,24 @@
 //! Helpers shared by every crate's tests, so that no test re-implements them: wait for
 //! a condition with a bounded total time ([`eventually`]), find a binary cargo built,
 //! pick a port, wait for a listener, never leak a child process (and stop one as
-//! SIGTERM would), name the database `#[sqlx::test]` made, and run a private
-//! `redis-server` that a fault test may kill and restart. A dev-dependency only.
+//! SIGTERM would), name the database `#[sqlx::test]` made, run a private
+//! `redis-server` that a fault test may kill and restart, and put a TCP proxy that a
+//! fault test may cut between a service and its dependency. A dev-dependency only.
 
 use std::{
     fmt,
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     time::Duration,
 };
 
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
 
 /// How often [`eventually`] and [`eventually_ok`] try again: often enough that a test
 /// does not wait long after its condition holds, rarely enough not to load what it polls.
@@ -199,10 +205,16 @@ pub fn seed_orders(database: &str, args: &[&str]) {
 /// A private `redis-server` on a free port, nothing saved to disk, killed when dropped:
 /// for fault tests, which kill it mid-traffic and start it again on the same port
 /// (the shared Redis at [`redis_url`] must never be stopped).
+///
+/// [`PrivateRedis::start_persistent`] keeps its data across a kill instead (an append-only
+/// file written at every command): a crash, not a wipe, for tests that check that
+/// nothing is lost.
 #[derive(Debug)]
 pub struct PrivateRedis {
     port: u16,
     process: Option<ChildGuard>,
+    /// The append-only file's directory, when persistent (removed when dropped).
+    data_dir: Option<PathBuf>,
 }
 
 impl PrivateRedis {
@@ -211,6 +223,28 @@ impl PrivateRedis {
         let mut redis = Self {
             port: free_port(),
             process: None,
+            data_dir: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    /// Starts one whose data survives [`PrivateRedis::kill`]: every write is appended
+    /// to a file (`appendfsync always`) that a restart loads again.
+    pub async fn start_persistent() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "shop-redis-{port}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for redis' append-only file");
+        let mut redis = Self {
+            port,
+            process: None,
+            data_dir: Some(dir),
         };
         redis.restart().await;
         redis
@@ -232,13 +266,24 @@ impl PrivateRedis {
         self.process = None;
     }
 
-    /// Starts it (again) on the same port, empty, and waits (up to 10 s) until it
-    /// answers PING.
+    /// Starts it (again) on the same port, empty unless persistent, and waits (up to
+    /// 10 s) until it answers PING.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""]);
+        match &self.data_dir {
+            Some(dir) => command.arg("--dir").arg(dir).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -255,6 +300,92 @@ impl PrivateRedis {
         )
         .await;
         self.process = Some(process);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A TCP proxy on a free local port to `target`, which a fault test cuts
+/// ([`TcpProxy::cut`]: every open connection is closed and new ones are refused, as
+/// when the dependency goes down) and restores on the same port. Point a service at
+/// [`TcpProxy::port`] instead of the dependency. Its tasks live in its own `JoinSet`:
+/// dropping the proxy stops them.
+#[derive(Debug)]
+pub struct TcpProxy {
+    port: u16,
+    target: SocketAddr,
+    server: JoinSet<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding 127.0.0.1:<free port> to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let mut proxy = Self {
+            port: free_port(),
+            target,
+            server: JoinSet::new(),
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The outage: closes every open connection and stops listening (connections are
+    /// refused) until [`TcpProxy::restore`].
+    pub async fn cut(&mut self) {
+        self.server.abort_all();
+        while self.server.join_next().await.is_some() {}
+    }
+
+    /// Listens again on the same port (does nothing if it is listening).
+    pub async fn restore(&mut self) {
+        if !self.server.is_empty() {
+            return;
+        }
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the proxy's port is free again");
+        let target = self.target;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test support: the proxy owns its JoinSet, so cutting or dropping it aborts every task"
+        )]
+        self.server.spawn(forward(listener, target));
+    }
+}
+
+/// The accept loop: each connection is piped both ways to `target`. The connections'
+/// tasks belong to this loop's `JoinSet`, so aborting the loop closes them all.
+async fn forward(listener: TcpListener, target: SocketAddr) {
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test support: owned by the accept loop's JoinSet, aborted with it"
+        )]
+        connections.spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+        while connections.try_join_next().is_some() {}
     }
 }
 

@@ -1,7 +1,7 @@
 //! Events: the bounded Redis pool of the streams, and orders' outbox table (relayed to
 //! `shop:events:orders` by the kit's relay, `shop_service::streams::outbox`).
 
-use std::{sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
 use deadpool_redis::Pool;
 
@@ -16,15 +16,4 @@ pub static OUTBOX: LazyLock<Table> = LazyLock::new(|| Table::new("outbox"));
 /// first use).
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
     shop_service::pools::redis_pool_from(&config.redis)
-}
-
-/// `PING`, bounded by the pool's timeouts.
-pub async fn ping(pool: &Pool) -> anyhow::Result<()> {
-    let mut conn = pool.get().await?;
-    let _: String = tokio::time::timeout(
-        Duration::from_secs(1),
-        redis::cmd("PING").query_async(&mut conn),
-    )
-    .await??;
-    Ok(())
 }

@@ -111,6 +111,7 @@ pub struct Table {
     select: Arc<str>,
     mark: Arc<str>,
     insert: Arc<str>,
+    backlog: Arc<str>,
 }
 
 impl Table {
@@ -138,6 +139,11 @@ impl Table {
                  values ($1, $2, $3, $4, $5)"
             )
             .into(),
+            backlog: format!(
+                "select count(*), extract(epoch from now() - min(created_at))::float8 \
+                 from {name} where published_at is null"
+            )
+            .into(),
         }
     }
 
@@ -145,6 +151,19 @@ impl Table {
     pub fn name(&self) -> &'static str {
         self.name
     }
+}
+
+/// One sample of the outbox's backlog: `outbox_backlog` (events not yet published) and
+/// `outbox_oldest_unpublished_age_seconds` (how long the oldest has waited; a relay
+/// that cannot reach Redis shows as a growing age). For the service's metrics sampler.
+pub async fn record_backlog(db: &PgPool, table: &Table) -> sqlx::Result<()> {
+    let (backlog, oldest): (i64, Option<f64>) =
+        sqlx::query_as(AssertSqlSafe(Arc::clone(&table.backlog)))
+            .fetch_one(db)
+            .await?;
+    metrics::gauge!("outbox_backlog").set(backlog as f64);
+    metrics::gauge!("outbox_oldest_unpublished_age_seconds").set(oldest.unwrap_or(0.0));
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

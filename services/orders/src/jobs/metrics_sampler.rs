@@ -22,13 +22,6 @@ pub async fn run(state: AppState) -> anyhow::Result<()> {
         .leak_alarm
         .observe(shop_lifecycle::alive_tasks(), waiting);
 
-    let (backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
-        "select count(*), extract(epoch from now() - min(created_at))::float8 \
-         from outbox where published_at is null",
-    )
-    .fetch_one(&state.db)
-    .await?;
-    metrics::gauge!("outbox_backlog").set(backlog as f64);
-    metrics::gauge!("outbox_oldest_unpublished_age_seconds").set(oldest.unwrap_or(0.0));
+    shop_service::streams::outbox::record_backlog(&state.db, &crate::events::OUTBOX).await?;
     Ok(())
 }

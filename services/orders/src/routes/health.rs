@@ -29,12 +29,10 @@ async fn healthz() -> impl IntoResponse {
 /// orders keep being placed while it is down (the outbox holds their events).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     const CHECK: Duration = Duration::from_secs(1);
-    let postgres = tokio::time::timeout(CHECK, sqlx::query("select 1").execute(&state.db))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    let redis = tokio::time::timeout(CHECK, crate::events::ping(&state.redis))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let (postgres, redis) = tokio::join!(
+        shop_service::pools::postgres_usable(&state.db, CHECK),
+        shop_service::pools::redis_usable(&state.redis, CHECK),
+    );
     let status = if postgres && !state.lifecycle.is_shutting_down() {
         StatusCode::OK
     } else {

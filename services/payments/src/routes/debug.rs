@@ -1,0 +1,14 @@
+//! `GET /debug/jobs`: the supervised background jobs by name, with their state.
+
+use axum::{Json, Router, extract::State, routing::get};
+use serde_json::Value;
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/debug/jobs", get(jobs))
+}
+
+async fn jobs(State(state): State<AppState>) -> Json<Value> {
+    Json(shop_service::server::jobs_report(&state.lifecycle))
+}
