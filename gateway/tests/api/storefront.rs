@@ -484,7 +484,6 @@ async fn check_out_until(
 }
 
 #[sqlx::test(migrations = "../migrations")]
-#[ignore = "needs the payments service (issue 14)"]
 async fn a_checked_out_order_reaches_paid_while_the_page_watches(pool: PgPool) {
     let (_stack, mut browser) = check_out_until(&pool, "paid", &[], 2, "paid").await;
     browser.screenshot("paid").await;
@@ -492,7 +491,6 @@ async fn a_checked_out_order_reaches_paid_while_the_page_watches(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-#[ignore = "needs the payments service (issue 14)"]
 async fn a_declined_order_shows_cancelled_and_why(pool: PgPool) {
     // Every order costs more than 1 cent: every payment is declined.
     let decline_all = [("PAYMENTS_DECLINE_ABOVE_CENTS", "1")];
