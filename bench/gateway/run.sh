@@ -20,6 +20,8 @@
 # and prints requests/s, the ratios, the CPU time each process spent per request, and
 # the gateway's RSS idle and under load. SKIP_BUILD=1 uses the release binaries as built.
 # Needs: wrk, nginx (apt-get install wrk nginx), Postgres and Redis on localhost.
+# PERF=1 also profiles the gateway during C and nginx's workers during G
+# (bench/profile.sh; flame graphs written to $PROFILE_DIR, default docs/profiles).
 set -euo pipefail
 
 DURATION=${DURATION:-15}
@@ -127,6 +129,12 @@ if [ "$HAVE_ORDERS" = 1 ]; then
   wait_port 9905
   curl -fsS "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" >/dev/null
   echo "== C. gateway -> orders"
+  PROFILE_DIR=${PROFILE_DIR:-$ROOT/docs/profiles}
+  if [ "${PERF:-0}" = 1 ]; then
+    mkdir -p "$PROFILE_DIR"
+    "$ROOT/bench/profile.sh" "$GW" $((DURATION - 2)) "gateway -> orders, GET /v1/products/{id}" \
+      "$PROFILE_DIR/gateway-product-read.svg" dwarf & PERF_PID=$!
+  fi
   run_wrk gateway_orders "http://127.0.0.1:9905/v1/products/$PRODUCT_ID" "$GW" "$ORDERS" | tee "$WORK/gateway_orders.cpu"
   LOAD_RSS_C=$(rss_kib $GW)
   echo "== D. orders directly"
@@ -172,7 +180,13 @@ NGINX
   # The master does no request work: count its workers (children of the master).
   NGINX_API_WORKERS=$(pgrep -P "$NGINX_API" | tr '\n' ' ')
   before_w=0; for p in $NGINX_API_WORKERS; do before_w=$((before_w + $(cpu_ticks "$p"))); done
+  if [ "${PERF:-0}" = 1 ]; then
+    wait "${PERF_PID:-}" 2>/dev/null || true
+    "$ROOT/bench/profile.sh" "$(echo "$NGINX_API_WORKERS" | awk '{print $1}')" $((DURATION - 2)) \
+      "nginx as an API gateway (one worker) -> orders" "$PROFILE_DIR/nginx-api-product-read.svg" & PERF_PID=$!
+  fi
   run_wrk nginx_api_orders "http://127.0.0.1:9908/v1/products/$PRODUCT_ID" "$NGINX_API" "$ORDERS"
+  [ "${PERF:-0}" = 1 ] && { wait "$PERF_PID" 2>/dev/null || true; }
   after_w=0; for p in $NGINX_API_WORKERS; do after_w=$((after_w + $(cpu_ticks "$p"))); done
   G_REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/nginx_api_orders.txt")
   G_CPU_US=$(( (after_w - before_w) * TICK_US / G_REQUESTS ))
