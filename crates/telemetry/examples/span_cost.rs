@@ -24,7 +24,9 @@ const ITERATIONS: u32 = 200_000;
 const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
-async fn handler(request: Request<()>) -> Result<Response<()>, std::convert::Infallible> {
+async fn handler(
+    request: Request<()>,
+) -> Result<Response<axum::body::Body>, std::convert::Infallible> {
     let span = shop_telemetry::http::client_span(
         request.method(),
         "127.0.0.1:8081",
@@ -36,7 +38,7 @@ async fn handler(request: Request<()>) -> Result<Response<()>, std::convert::Inf
         .instrument(span.clone())
         .await;
     shop_telemetry::http::record_client_status(&span, StatusCode::OK);
-    Ok(Response::new(()))
+    Ok(Response::new(axum::body::Body::empty()))
 }
 
 fn main() -> anyhow::Result<()> {
