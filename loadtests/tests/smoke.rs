@@ -16,20 +16,29 @@ use shop_testkit::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A running stack: orders and the gateway, on this test's database and stream.
+/// A running stack: orders, payments and the gateway, on this test's database and
+/// streams.
 struct Stack {
     gateway: String,
     database: String,
     stream: String,
+    payment_stream: String,
     _orders: ChildGuard,
+    _payments: ChildGuard,
     _gateway: ChildGuard,
 }
 
-/// Seeds the database, then starts `orders serve` and `gateway` on free ports.
+/// Orders whose total is above this are declined: the run has paid and cancelled
+/// orders (seeded prices are 1.25 to 6 EUR; orders have 1–3 lines of 1–2 units).
+const DECLINE_ABOVE_CENTS: &str = "1500";
+
+/// Seeds the database, then starts `orders serve`, `payments serve` and `gateway` on
+/// free ports.
 fn start_stack(pool: &PgPool) -> Stack {
     let database = database_url(pool);
     let unique = Uuid::new_v4().simple().to_string();
     let stream = format!("test:loadtest:{unique}:events");
+    let payment_stream = format!("test:loadtest:{unique}:payments");
     let orders = sibling_binary("orders");
     seed_orders(
         &database,
@@ -44,6 +53,7 @@ fn start_stack(pool: &PgPool) -> Stack {
         .env("ORDERS_ADDR", format!("127.0.0.1:{orders_port}"))
         .env("ORDERS_MIGRATE_ON_START", "false")
         .env("EVENTS_STREAM", &stream)
+        .env("PAYMENT_EVENTS_STREAM", &payment_stream)
         .env(
             "CACHE_REDIS_PREFIX",
             format!("test:loadtest:{unique}:cache"),
@@ -58,6 +68,23 @@ fn start_stack(pool: &PgPool) -> Stack {
         .expect("orders starts");
     let orders_guard = ChildGuard::new(orders_process);
     wait_for_port(orders_port);
+
+    let payments_port = free_port();
+    let payments_process = Command::new(sibling_binary("payments"))
+        .arg("serve")
+        .env("DATABASE_URL", &database)
+        .env("REDIS_URL", redis_url())
+        .env("PAYMENTS_ADDR", format!("127.0.0.1:{payments_port}"))
+        .env("ORDER_EVENTS_STREAM", &stream)
+        .env("EVENTS_STREAM", &payment_stream)
+        .env("PAYMENTS_LATENCY", "0ms")
+        .env("PAYMENTS_DECLINE_ABOVE_CENTS", DECLINE_ABOVE_CENTS)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("payments starts");
+    let payments_guard = ChildGuard::new(payments_process);
+    wait_for_port(payments_port);
 
     let gateway_port = free_port();
     let gateway_process = Command::new(sibling_binary("gateway"))
@@ -84,7 +111,9 @@ fn start_stack(pool: &PgPool) -> Stack {
         gateway: format!("http://127.0.0.1:{gateway_port}"),
         database,
         stream,
+        payment_stream,
         _orders: orders_guard,
+        _payments: payments_guard,
         _gateway: gateway_guard,
     }
 }
@@ -105,6 +134,8 @@ fn loadtest(stack: &Stack, duration: &str, stream: &str, report: &std::path::Pat
         .env("DATABASE_URL", &stack.database)
         .env("REDIS_URL", redis_url())
         .env("EVENTS_STREAM", stream)
+        .env("PAYMENT_EVENTS_STREAM", &stack.payment_stream)
+        .env("LOADTEST_SETTLE_TIMEOUT", "30s")
         .env("RUST_LOG", "warn")
         .output()
         .expect("loadtest runs")
@@ -141,6 +172,25 @@ async fn a_short_load_through_the_real_stack_places_orders_and_passes_the_correc
         run.status
     );
     assert!(stdout.contains("correctness check: PASSED"), "{stdout}");
+    // Settlement: every order paid or cancelled, declines among them.
+    assert!(stdout.contains("every order settled after"), "{stdout}");
+    assert!(
+        stdout.contains("settlement latency p50 / p90 / p99 / max"),
+        "{stdout}"
+    );
+    let settled: Vec<u64> = stdout
+        .lines()
+        .find(|l| l.contains("orders paid / cancelled"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        settled.len() == 2 && settled[0] > 0 && settled[1] > 0,
+        "both paid and declined (cancelled) orders, stock conserved: {stdout}"
+    );
     assert!(number_after(&stdout, "orders placed:") > 0, "{stdout}");
     assert!(
         number_after(&stdout, "replays verified (same order, header set)") > 0,
@@ -171,6 +221,7 @@ async fn a_short_load_through_the_real_stack_places_orders_and_passes_the_correc
         .unwrap();
     let _: () = redis::cmd("DEL")
         .arg(&stack.stream)
+        .arg(&stack.payment_stream)
         .query_async(&mut redis)
         .await
         .unwrap();

@@ -81,6 +81,11 @@ async fn schemathesis_with_every_check_finds_no_failure_through_the_gateway(pool
         .args(["run", &format!("{gateway}/openapi.json")])
         .args(["--url", gateway])
         .args(["--checks", "all"])
+        // Readiness answers 503 by design while a dependency is not usable (its probe
+        // of Redis can time out on a loaded CI machine): a documented answer, not the
+        // server error the `not_a_server_error` check looks for (its 503 with Redis
+        // down is tested in `rate_limit`).
+        .args(["--exclude-path", "/readyz"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         // Enough cases to reach every documented status, few enough for CI; a fixed
         // seed so that a failure reproduces. (Runs with 300 cases and random seeds
