@@ -199,17 +199,52 @@ impl Browser {
     }
 
     /// The text of the first element matching `css` (waiting for it).
+    ///
+    /// Read in the page in one step, never through an element handle: the storefront
+    /// re-renders while it polls an order, and a handle found before a re-render is
+    /// stale after it.
     pub async fn text(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.expect("text")
+        self.read(css, "innerText").await
     }
 
-    /// Clicks the first element matching `css` (waiting for it).
+    /// The attribute `name` of the first element matching `css` (waiting for both).
+    pub async fn attr(&self, css: &str, name: &str) -> String {
+        self.read(css, &format!("getAttribute({})", Value::from(name)))
+            .await
+    }
+
+    /// `document.querySelector(css).<expression>` once it is a string, within [`WAIT`].
+    async fn read(&self, css: &str, expression: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.{expression} : null;",
+            Value::from(css)
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Value::String(value) = self.eval(&script).await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{css}` with {expression} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks the first element matching `css` (waiting for it), finding it again if a
+    /// re-render made the one found stale.
     pub async fn click(&self, css: &str) {
-        self.wait_for(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.wait_for(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() < deadline && is_stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click `{css}`: {e}"),
+            }
+        }
     }
 
     /// Runs `script` in the page and returns its value.
@@ -330,4 +365,9 @@ impl Drop for Browser {
                 .status();
         }
     }
+}
+
+/// Whether WebDriver says the element went away (the page re-rendered it).
+fn is_stale(error: &fantoccini::error::CmdError) -> bool {
+    error.to_string().contains("stale element")
 }

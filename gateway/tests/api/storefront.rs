@@ -139,15 +139,7 @@ async fn add_products(browser: &Browser, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 1..=n {
         let card = format!(".products li.card:nth-child({i})");
-        ids.push(
-            browser
-                .wait_for(&card)
-                .await
-                .attr("data-product-id")
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        ids.push(browser.attr(&card, "data-product-id").await);
         browser.click(&format!("{card} button.add")).await;
     }
     ids
@@ -169,23 +161,13 @@ async fn type_quantity(browser: &Browser, n: u32) {
 /// The order page's status, once it shows one: `placed`, `paid` or `cancelled`.
 async fn order_status(browser: &Browser) -> String {
     browser
-        .wait_for("#order-status [data-status]")
+        .attr("#order-status [data-status]", "data-status")
         .await
-        .attr("data-status")
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 /// The id of the order the page shows (after a checkout).
 async fn shown_order_id(browser: &Browser) -> Uuid {
-    let id = browser
-        .wait_for("dl.order")
-        .await
-        .attr("data-order-id")
-        .await
-        .unwrap()
-        .unwrap();
+    let id = browser.attr("dl.order", "data-order-id").await;
     id.parse().unwrap()
 }
 
@@ -260,28 +242,22 @@ async fn a_shopper_signs_in_buys_two_products_and_follows_the_checkout_to_its_tr
     let trace_id = posts[0]
         .header("x-trace-id")
         .expect("x-trace-id on the answer");
-    let link = browser
-        .wait_for("#flash a.trace")
-        .await
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let link = browser.attr("#flash a.trace", "href").await;
     assert_eq!(link, format!("{JAEGER}/trace/{trace_id}"));
 
     // Every call of the order page is listed with its own trace link.
-    let call = browser
-        .wait_for("#call-list li[data-method='GET'][data-status='200'] a.trace")
+    let href = browser
+        .attr(
+            "#call-list li[data-method='GET'][data-status='200'] a.trace",
+            "href",
+        )
         .await;
-    let href = call.attr("href").await.unwrap().unwrap();
     assert!(href.starts_with(&format!("{JAEGER}/trace/")), "{href}");
 
     // My orders lists it, placed.
     browser.click("nav a[href='#/orders']").await;
-    let row = browser
-        .wait_for(&format!("#orders li[data-order-id='{id}'] [data-status]"))
-        .await;
-    assert_eq!(row.attr("data-status").await.unwrap().unwrap(), "placed");
+    let row = format!("#orders li[data-order-id='{id}'] [data-status]");
+    assert_eq!(browser.attr(&row, "data-status").await, "placed");
     browser.screenshot("my-orders").await;
 
     // The CSP is in force: a script injected inline does not run (Chrome logs the
