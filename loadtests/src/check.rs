@@ -526,7 +526,18 @@ impl Checker {
         for chunk in orders.chunks(CHUNK) {
             #[allow(clippy::type_complexity)]
             let rows: Vec<(Uuid, String, f64, f64, i64, Option<String>, i64, i64)> = sqlx::query_as(
-                "select o.id, o.status, extract(epoch from o.created_at)::float8,                         extract(epoch from o.updated_at)::float8,                         (select count(*) from payments p where p.order_id = o.id),                         (select p.status from payments p where p.order_id = o.id),                         (select count(*) from outbox x where x.aggregate_id = o.id and x.event_type = 'OrderPaid'),                         (select count(*) from outbox x where x.aggregate_id = o.id and x.event_type = 'OrderCancelled')                  from orders o where o.id = any($1)",
+                "select o.id, o.status, extract(epoch from o.created_at)::float8, \
+                        extract(epoch from o.updated_at)::float8, \
+                        count(p.order_id), min(p.status), \
+                        coalesce(max(x.paid), 0), coalesce(max(x.cancelled), 0) \
+                 from orders o \
+                 left join payments p on p.order_id = o.id \
+                 left join (select aggregate_id, \
+                                   count(*) filter (where event_type = 'OrderPaid') as paid, \
+                                   count(*) filter (where event_type = 'OrderCancelled') as cancelled \
+                            from outbox where aggregate_id = any($1) group by aggregate_id) x \
+                        on x.aggregate_id = o.id \
+                 where o.id = any($1) group by o.id",
             )
             .bind(chunk)
             .fetch_all(&self.db)
