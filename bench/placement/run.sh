@@ -8,13 +8,16 @@
 #   REPEAT=3 bench/placement/run.sh         # three pairs, to show the noise
 #   CONNECTIONS=32 DURATION=30 SKIP_BUILD=1 bench/placement/run.sh
 #   PERF=1 bench/placement/run.sh           # + perf profiles of orders and Postgres (below)
+#   BIN=/tmp/before SKIP_BUILD=1 bench/placement/run.sh   # binaries built elsewhere
 #
 # Each pair: wrk (bench/orders/place-order.lua: POST /v1/orders of one unit of one of
 # 100 products, a fresh Idempotency-Key per request, one user's token) against the
 # gateway for DURATION seconds, then at once pgbench with the minimal transaction for
 # DURATION seconds, in the same database. A pair is measured within the same minute,
 # so both sides see the same neighbours on a shared machine; the ratio is taken per
-# pair. It also prints the CPU time the gateway and orders spent per order.
+# pair. It also prints the CPU time the gateway and orders spent per order, and the
+# CPU time of this database's Postgres backends per order (orders' pool) and per
+# minimal transaction (pgbench's connections, over the middle of its run).
 #
 # The gateway runs as deployed: its access log on if it has one (ACCESS_LOG, written to
 # a file here), rate limits raised (the production 60 orders a minute per user would
@@ -22,8 +25,9 @@
 # orders so that its `order placed` line is written (to a file) as in production.
 #
 # PERF=1 also records, during the first pair's wrk run, `perf record -g` of orders
-# (dwarf call graphs need the release build's line tables) and of every Postgres
-# process, and writes flame graphs (inferno: `cargo install inferno`) to
+# (dwarf call graphs need the release build's line tables) and of the Postgres backends
+# serving this database (frame-pointer call graphs: Debian's Postgres has no frame
+# pointers, so its stacks are shallow but its functions are right), and writes flame graphs (inferno: `cargo install inferno`) to
 # $PROFILE_DIR (default docs/profiles), named $PROFILE_TAG-orders.svg and
 # $PROFILE_TAG-postgres.svg (PROFILE_TAG default `placement`).
 #
@@ -41,7 +45,7 @@ PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 DB=shop_bench_placement
 export DATABASE_URL="$PGURL/$DB"
 TARGET=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET/release
+BIN=${BIN:-$TARGET/release}
 PROFILE_DIR=${PROFILE_DIR:-docs/profiles}
 PROFILE_TAG=${PROFILE_TAG:-placement}
 STREAM="shop:bench:placement:$$"
@@ -82,6 +86,19 @@ export TOKEN
 
 wait_http() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the processes in the comma-separated list that still run.
+ticks_of() {
+  local t=0 p
+  for p in ${1//,/ }; do
+    if [ -r "/proc/$p/stat" ]; then t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); fi
+  done
+  echo "$t"
+}
+# The pids of this database's backends ($1: an application_name, or all but psql's).
+backends() {
+  psql -X -tAc "select string_agg(pid::text, ',') from pg_stat_activity
+                where datname = '$DB' and pid <> pg_backend_pid() ${1:+and application_name = '$1'}" "$DATABASE_URL"
+}
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 ORDERS_ADDR=127.0.0.1:$ORDERS_PORT RUST_LOG=info DATABASE_MAX_CONNECTIONS=$CONNECTIONS \
@@ -110,13 +127,15 @@ for run in $(seq 1 "$REPEAT"); do
   if [ "${PERF:-0}" = 1 ] && [ "$run" = 1 ]; then
     perf record -F 499 -g --call-graph dwarf,16384 -p "$ORDERS" -o "$work/orders.perf" \
       -- sleep "$DURATION" > /dev/null 2>&1 & perf_pids+=($!)
-    perf record -F 499 -g -p "$(pgrep -d, -u postgres postgres)" -o "$work/postgres.perf" \
+    # The backends of this database only (the server is shared with other work).
+    perf record -F 499 -g -p "$(backends)" -o "$work/postgres.perf" \
       -- sleep "$DURATION" > /dev/null 2>&1 & perf_pids+=($!)
   fi
-  o0=$(cpu_ticks "$ORDERS"); g0=$(cpu_ticks "$GATEWAY")
+  pool=$(backends)
+  o0=$(cpu_ticks "$ORDERS"); g0=$(cpu_ticks "$GATEWAY"); p0=$(ticks_of "$pool")
   wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s bench/orders/place-order.lua \
     "http://127.0.0.1:$GATEWAY_PORT" > "$work/wrk.txt"
-  o1=$(cpu_ticks "$ORDERS"); g1=$(cpu_ticks "$GATEWAY")
+  o1=$(cpu_ticks "$ORDERS"); g1=$(cpu_ticks "$GATEWAY"); p1=$(ticks_of "$pool")
   for pid in "${perf_pids[@]}"; do wait "$pid" || true; done
   if grep -q 'Non-2xx' "$work/wrk.txt" || ! grep -q '^non_2xx_or_errors 0' "$work/wrk.txt"; then
     echo "some orders failed:" >&2; cat "$work/wrk.txt" >&2; tail -20 "$work/orders.log" >&2; exit 1
@@ -124,11 +143,18 @@ for run in $(seq 1 "$REPEAT"); do
   stack=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
   requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
   pgbench -n -M prepared -c "$CONNECTIONS" -j 2 -T "$DURATION" -f bench/orders/minimal-order.sql \
-    "$DATABASE_URL" > "$work/pgbench.txt"
+    "$DATABASE_URL" > "$work/pgbench.txt" &
+  bench=$!
+  # pgbench's backends' CPU over the middle of its run (they end with it).
+  sleep 2; clients=$(backends pgbench); q0=$(ticks_of "$clients")
+  sleep $((DURATION - 3)); q1=$(ticks_of "$clients")
+  wait "$bench"
   minimal=$(awk '/^tps/ {print $3; exit}' "$work/pgbench.txt")
-  line=$(printf '%-4s %9.0f orders/s  %9.0f tx/s   %5s   %5d µs   %5d µs   %s' "$run" "$stack" "$minimal" \
+  pg_stack=$(( (p1 - p0) * TICK_US / requests ))
+  pg_minimal=$(awk -v t=$(( (q1 - q0) * TICK_US )) -v tps="$minimal" -v s=$((DURATION - 3)) 'BEGIN {printf "%d", t / (tps * s)}')
+  line=$(printf '%-4s %9.0f orders/s  %9.0f tx/s   %5s   %5d µs   %5d µs   %5d µs  %5d µs   %s' "$run" "$stack" "$minimal" \
     "$(ratio "$stack" "$minimal")" $(( (o1 - o0) * TICK_US / requests )) $(( (g1 - g0) * TICK_US / requests )) \
-    "$(awk '/p50_ms/ {print $2 "/" $4}' "$work/wrk.txt")")
+    "$pg_stack" "$pg_minimal" "$(awk '/p50_ms/ {print $2 "/" $4}' "$work/wrk.txt")")
   echo "$line"
   results+=("$line")
 done
@@ -149,7 +175,7 @@ negative=$(psql -X -tAc "select count(*) from products where stock < 0" "$DATABA
 echo
 echo "== placement through gateway -> orders vs pgbench minimal transaction"
 echo "   ($CONNECTIONS connections, ${DURATION}s each side, each pair back to back; $ACCESS_LOG_NOTE)"
-echo "pair    stack              minimal        ratio   orders CPU gateway CPU  p50/p99 ms"
-echo "                                                  per order  per order"
+echo "pair    stack              minimal        ratio   orders CPU gateway CPU Postgres CPU per   p50/p99 ms"
+echo "                                                  per order  per order  order     minimal tx  (stack)"
 printf '%s\n' "${results[@]}"
 printf 'negative stock: %s products (goal: ratio >= 0.8)\n' "$negative"
