@@ -158,32 +158,38 @@ begin
     result.response_body := p_order_draft
         || jsonb_build_object('items', items, 'currency', result.currency, 'total_cents', total);
 
-    -- ... stock, order, lines, outbox event and the key's answer. CHECK (stock >= 0)
-    -- backs the check above.
-    -- (`p.id = any(...)` is redundant but makes the rows be found through the primary
-    -- key: joined to unnest() alone, the planner scans the whole table, every dead
-    -- version of every product included.)
-    update products p set stock = p.stock - l.quantity, updated_at = now()
-      from unnest(p_product_ids, p_quantities) as l(id, quantity)
-     where p.id = l.id and p.id = any(p_product_ids);
-    get diagnostics taken = row_count;
+    -- ... stock, order, lines, outbox event and the key's answer, in one statement (one
+    -- executor run rather than five). CHECK (stock >= 0) backs the check above. No
+    -- request with the same key can have stored an answer since the read above: it
+    -- would have needed the key's lock, which this transaction holds.
+    with decremented as (
+        -- (`p.id = any(...)` is redundant but makes the rows be found through the
+        -- primary key: joined to unnest() alone, the planner may scan the whole table.)
+        update products p set stock = p.stock - l.quantity, updated_at = now()
+          from unnest(p_product_ids, p_quantities) as l(id, quantity)
+         where p.id = l.id and p.id = any(p_product_ids)
+        returning p.id
+    ), placed as (
+        insert into orders (id, user_id, status, total_cents, currency, created_at, updated_at)
+        values (p_order_id, p_user, 'placed', total, result.currency, p_created_at, p_created_at)
+    ), lined as (
+        insert into order_items (order_id, line, product_id, quantity, unit_price_cents)
+        select p_order_id, l.line - 1, l.id, l.quantity, result.prices[l.line]
+          from unnest(p_product_ids, p_quantities) with ordinality as l(id, quantity, line)
+    ), evented as (
+        insert into outbox (topic, aggregate_id, event_type, payload, trace_context)
+        values (p_topic, p_order_id, 'order.placed',
+                jsonb_build_object('type', 'order.placed', 'order', result.response_body),
+                p_trace_context)
+    ), keyed as (
+        insert into idempotency_keys (user_id, key, request_hash, response_status, response_body, order_id)
+        values (p_user, p_key, p_request_hash, 201, result.response_body, p_order_id)
+    )
+    select count(*) into taken from decremented;
     if taken <> cardinality(p_product_ids) then
         -- Cannot happen (the rows are locked and were checked); never committed if it does.
         raise exception 'decremented % of % products', taken, cardinality(p_product_ids);
     end if;
-    insert into orders (id, user_id, status, total_cents, currency, created_at, updated_at)
-    values (p_order_id, p_user, 'placed', total, result.currency, p_created_at, p_created_at);
-    insert into order_items (order_id, line, product_id, quantity, unit_price_cents)
-    select p_order_id, l.line - 1, l.id, l.quantity, result.prices[l.line]
-      from unnest(p_product_ids, p_quantities) with ordinality as l(id, quantity, line);
-    insert into outbox (topic, aggregate_id, event_type, payload, trace_context)
-    values (p_topic, p_order_id, 'order.placed',
-            jsonb_build_object('type', 'order.placed', 'order', result.response_body),
-            p_trace_context);
-    -- A request with the same key that committed first makes this fail on
-    -- idempotency_keys_pkey (the key race, which the caller retries: it replays).
-    insert into idempotency_keys (user_id, key, request_hash, response_status, response_body, order_id)
-    values (p_user, p_key, p_request_hash, 201, result.response_body, p_order_id);
     perform place_order_in_time(p_budget_ms);
 
     -- Step 6 (the commit) follows when the calling statement ends.
@@ -196,8 +202,8 @@ $$;
 -- Index scans only, in the function and in the foreign-key checks its inserts fire. A
 -- session caches its plans: one that started when `products` was a page or two plans a
 -- sequential scan for it, and keeps scanning once thousands of orders a second have
--- left dead row versions on twenty pages (the profile in docs/performance.md: a third
--- of Postgres' time per order went there). Every lookup here is by primary key.
+-- left dead row versions on twenty pages (docs/performance.md: an eighth of Postgres'
+-- time per order, and growing, went there). Every lookup here is by primary key.
 alter function place_order set enable_seqscan = off;
 
 -- Raises query_canceled (as statement_timeout does) when the statement has run longer

@@ -162,10 +162,10 @@ done
 if [ "${PERF:-0}" = 1 ]; then
   mkdir -p "$PROFILE_DIR"
   perf script -i "$work/orders.perf" 2>/dev/null | inferno-collapse-perf > "$work/orders.folded"
-  inferno-flamegraph --title "orders, placement through the gateway ($PROFILE_TAG)" --minwidth 0.2 \
+  inferno-flamegraph --title "orders, placement through the gateway ($PROFILE_TAG)" --minwidth 0.5 \
     < "$work/orders.folded" > "$PROFILE_DIR/$PROFILE_TAG-orders.svg"
   perf script -i "$work/postgres.perf" 2>/dev/null | inferno-collapse-perf > "$work/postgres.folded"
-  inferno-flamegraph --title "Postgres, placement through the gateway ($PROFILE_TAG)" --minwidth 0.2 \
+  inferno-flamegraph --title "Postgres, placement through the gateway ($PROFILE_TAG)" --minwidth 0.5 \
     < "$work/postgres.folded" > "$PROFILE_DIR/$PROFILE_TAG-postgres.svg"
   cp "$work/orders.folded" "$work/postgres.folded" "${FOLDED_DIR:-/tmp}/" 2>/dev/null || true
   echo "flame graphs: $PROFILE_DIR/$PROFILE_TAG-orders.svg, $PROFILE_DIR/$PROFILE_TAG-postgres.svg"
