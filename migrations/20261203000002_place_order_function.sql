@@ -71,6 +71,9 @@ declare
     total     bigint;
     items     jsonb;
     taken     integer;
+    -- When the request's deadline passes (never, without one).
+    deadline  timestamptz := case when p_budget_ms is null then 'infinity'::timestamptz
+                                  else statement_timestamp() + p_budget_ms * interval '1 millisecond' end;
 begin
     -- Step 2: the key's lock. A request with the same key that is running holds it;
     -- "in progress" is a lock, not a row, so a crash can never leave a key stuck.
@@ -136,7 +139,9 @@ begin
         end if;
         insert into idempotency_keys (user_id, key, request_hash, response_status, response_body)
         values (p_user, p_key, p_request_hash, p_refusal_status, p_refusal_body);
-        perform place_order_in_time(p_budget_ms);
+        if clock_timestamp() > deadline then
+            raise exception 'the request''s deadline passed' using errcode = 'query_canceled';
+        end if;
         result.outcome := 'refused';
         result.response_status := p_refusal_status;
         result.response_body := p_refusal_body;
@@ -190,7 +195,11 @@ begin
         -- Cannot happen (the rows are locked and were checked); never committed if it does.
         raise exception 'decremented % of % products', taken, cardinality(p_product_ids);
     end if;
-    perform place_order_in_time(p_budget_ms);
+    -- The caller stopped waiting at its deadline: what it was not told about is rolled
+    -- back (query_canceled, as statement_timeout raises it; orders answers 504).
+    if clock_timestamp() > deadline then
+        raise exception 'the request''s deadline passed' using errcode = 'query_canceled';
+    end if;
 
     -- Step 6 (the commit) follows when the calling statement ends.
     result.outcome := 'created';
@@ -205,17 +214,3 @@ $$;
 -- left dead row versions on twenty pages (docs/performance.md: an eighth of Postgres'
 -- time per order, and growing, went there). Every lookup here is by primary key.
 alter function place_order set enable_seqscan = off;
-
--- Raises query_canceled (as statement_timeout does) when the statement has run longer
--- than `budget_ms`: the request's deadline has passed, its caller has stopped waiting,
--- and what the statement wrote is rolled back.
-create function place_order_in_time(budget_ms integer) returns void
-language plpgsql
-as $$
-begin
-    if budget_ms is not null
-       and clock_timestamp() > statement_timestamp() + budget_ms * interval '1 millisecond' then
-        raise exception 'the request''s deadline passed' using errcode = 'query_canceled';
-    end if;
-end
-$$;

@@ -242,7 +242,7 @@ impl From<sqlx::Error> for ApiError {
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
                 // query_canceled: statement_timeout fired, or order placement finished
-                // after the request's deadline (`place_order_in_time`).
+                // after the request's deadline (`place_order`).
                 Self::DeadlineExceeded
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => {
