@@ -44,3 +44,11 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 pub async fn begin(db: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     shop_service::pools::begin("orders", db).await
 }
+
+/// A connection for one statement that is its own transaction (order placement's
+/// `place_order`), counted like [`begin`].
+pub async fn acquire(
+    db: &PgPool,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    shop_service::pools::acquire("orders", db).await
+}

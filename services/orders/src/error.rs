@@ -241,7 +241,13 @@ impl From<sqlx::Error> for ApiError {
                 Self::Unavailable(error.to_string())
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                // query_canceled: statement_timeout fired.
+                // query_canceled: statement_timeout fired, or order placement finished
+                // after the request's deadline (`place_order`).
+                Self::DeadlineExceeded
+            }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => {
+                // lock_not_available: the lock_timeout order placement sets from the
+                // request's deadline fired (nothing in orders locks NOWAIT).
                 Self::DeadlineExceeded
             }
             _ => Self::Internal(anyhow::Error::new(error)),

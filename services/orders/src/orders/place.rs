@@ -4,44 +4,59 @@
 //! with a reason) or a [`PlaceError`]; it knows nothing of HTTP. The handler
 //! (`routes/orders.rs`) alone turns either into a response.
 //!
-//! One Postgres transaction does everything, so nothing is ever half-written — not on
-//! an error, not when the client goes away, not when the deadline passes (a dropped
-//! transaction is rolled back by sqlx before its connection is reused). The steps, each
-//! a small function below, in the order they run:
+//! # One round trip
+//! Placement is one call of the SQL function `place_order`
+//! (`migrations/20261203000002_place_order_function.sql`), sent as one prepared
+//! statement outside any explicit transaction: the call is its own transaction, which
+//! commits when the function returns and rolls back, whole, when it raises. Nothing is
+//! ever half-written. The steps, in the order they run (steps 2 to 5 in the function,
+//! whose comments carry the same numbers):
 //!
-//! 1. [`validate`] the lines and [`request_hash`] the body (pure, before any I/O).
-//! 2. [`lock_key_and_read_answer`]: `pg_try_advisory_xact_lock(hash(user, key))` and the
-//!    key's stored answer, in one round trip. A second request with the same
-//!    Idempotency-Key while the first is running gets [`PlaceError::KeyInProgress`] at
-//!    once. "In progress" is a lock, not a row, so a crash can never leave a key stuck.
+//! 1. Here: [`validate`] the lines and [`request_hash`] the body (pure, before any
+//!    I/O); [`draft_order`]: the order's id, creation time and JSON, with the prices,
+//!    currency and total left for the database to fill in.
+//! 2. `pg_try_advisory_xact_lock(hash(user, key))` ([`lock_key`]): a second request with
+//!    the same Idempotency-Key while the first is running gets
+//!    [`PlaceError::KeyInProgress`] at once. "In progress" is a lock, not a row, so a
+//!    crash can never leave a key stuck. Then the key's stored answer, read with a
+//!    snapshot taken *after* the lock: a request with the same key has either committed
+//!    (its answer is seen) or not begun.
 //! 3. [`replay`]: a stored answer is replayed as it was (status and body) or, if the body
 //!    differs, refused with [`PlaceError::KeyReused`].
-//! 4. [`lock_products`] `FOR NO KEY UPDATE` in id order — one global order, so concurrent
-//!    multi-line orders cannot deadlock — and [`check`] and price them: unknown ids, then short
+//! 4. The products, locked `FOR NO KEY UPDATE` in id order — one global order, so
+//!    concurrent multi-line orders cannot deadlock — and checked: unknown ids, then short
 //!    stock, are a [`Refusal`]; mixed currencies are [`PlaceError::MixedCurrencies`].
-//! 5. Accepted: [`new_order`], then [`write_order`]: one statement decrements stock,
-//!    inserts the order, its lines, the outbox event and the idempotency record.
-//!    `CHECK (stock >= 0)` backs the check. Refused: [`store_refusal`] records the
-//!    refusal as the key's answer, so a retry gets the same answer even after a restock.
-//! 6. [`commit`]; then, never before, the cache hook ([`stock_after`] the order goes to
-//!    `ProductCache::stock_changed`, docs/cache.md).
+//! 5. Accepted: the stock decrement, the order, its lines, the outbox event and the
+//!    idempotency record (`CHECK (stock >= 0)` backs the check). Refused: the refusal's
+//!    answer is stored for the key, so a retry gets the same answer even after a restock
+//!    (see "Why the caller words a refusal").
+//! 6. The commit, as the statement ends; then, here and never before, the cache hook
+//!    (each product's stock after the order goes to `ProductCache::stock_changed`,
+//!    docs/cache.md).
 //!
-//! # The key race
-//! Step 2's snapshot is taken before the lock is tried, so a request with the same key
-//! that committed between the two is not seen; its `idempotency_keys` row then makes our
-//! insert fail on `idempotency_keys_pkey`. That is [`Attempt::KeyRace`], a signal private
-//! to this module: [`OrderRepository::place`] runs the attempt once more, which replays
-//! the winner's answer. A second race in a row is a [`PlaceError::Database`].
+//! Before this function, the same steps were four statements in a transaction (six
+//! round trips with `BEGIN`, `COMMIT` and the pool's ping); docs/performance.md has the
+//! profiles and figures that moved them into the database.
+//!
+//! # Deadlines
+//! A dropped future cannot roll back a statement the server is already running: it would
+//! commit after the caller had answered 504. So the request's remaining budget travels
+//! with the call: it bounds the wait for the products' locks (`lock_timeout`), and the
+//! function raises `query_canceled` — rolling everything back — if it finishes after it.
+//! The server's `statement_timeout` stays the backstop.
 //!
 //! # Why the caller words a refusal
 //! The Idempotency-Key contract is "the first response again, status and body", so what
 //! is stored for a refusal must be the problem document the client was first sent —
 //! `trace_id` included. That document is the API's wording, not the domain's, so `place`
 //! takes the function that words a [`Refusal`] as a [`StoredAnswer`] (plain data: a
-//! status number and a JSON body). It is called once per refusal; its answer is both
-//! stored with the key and returned in [`Placement::Refused`], so the fresh answer and
-//! every replay are the same document by construction, and rows stored before this
-//! module existed (the same columns, the same shape) replay unchanged.
+//! status number and a JSON body). A call that comes to a refusal writes nothing and
+//! returns it; `place` words it and calls again with the wording, which the function
+//! stores if it comes to the same refusal (if the stock changed in between, the new
+//! outcome stands, up to [`ROUNDS`] calls). The fresh answer and every replay are the
+//! same document by construction, and rows stored before this module existed (the same
+//! columns, the same shape) replay unchanged. Refusals are rare; an order that is placed
+//! costs one call.
 
 use std::collections::HashSet;
 
@@ -49,7 +64,7 @@ use chrono::{SubsecRound, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shop_telemetry::db::pg_span;
-use sqlx::{Postgres, Transaction};
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -58,11 +73,9 @@ use super::{
 };
 use crate::cache::ProductCache;
 
-/// The constraint whose violation is the key race (see the module docs).
-const KEY_CONSTRAINT: &str = "idempotency_keys_pkey";
-
-/// The stored status of a created order (the `201` in [`write_order`]'s statement).
-const CREATED_STATUS: u16 = 201;
+/// Calls of `place_order` one placement may take: the first, and a second with a
+/// refusal's wording; a third only if the stock changed between those two.
+const ROUNDS: usize = 3;
 
 /// How a placement ended, when it ended as the domain intends.
 #[derive(Clone, Debug)]
@@ -88,6 +101,22 @@ pub enum Refusal {
     UnknownProducts(Vec<Uuid>),
     /// These products (in request order) have less stock than ordered.
     InsufficientStock(Vec<Uuid>),
+}
+
+impl Refusal {
+    /// Its name in `place_order`'s outcome and parameters.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownProducts(_) => "unknown_products",
+            Self::InsufficientStock(_) => "insufficient_stock",
+        }
+    }
+
+    fn product_ids(&self) -> &[Uuid] {
+        match self {
+            Self::UnknownProducts(ids) | Self::InsufficientStock(ids) => ids,
+        }
+    }
 }
 
 /// The answer stored for an Idempotency-Key: `idempotency_keys.response_status` and
@@ -117,41 +146,16 @@ pub enum PlaceError {
     /// The products of the order are priced in more than one currency.
     #[error("all products of one order must have the same currency")]
     MixedCurrencies,
-    /// The database failed (a timeout, a lost connection, a second key race in a row).
+    /// The database failed (a timeout, a lost connection, an answer not as documented).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// The request could not be hashed, or the order not serialised.
     #[error("encoding JSON")]
     Json(#[from] serde_json::Error),
-    /// The write took stock from fewer products than were locked and checked; cannot
-    /// happen, and rolled back rather than committed if it does.
-    #[error("decremented {decremented} of {expected} products")]
-    StockNotTaken { decremented: i64, expected: usize },
-}
-
-/// How one attempt ended short of a result: the key race (retried once), or an error.
-#[derive(Debug)]
-enum Attempt {
-    KeyRace(sqlx::Error),
-    Failed(PlaceError),
-}
-
-impl From<PlaceError> for Attempt {
-    fn from(error: PlaceError) -> Self {
-        Self::Failed(error)
-    }
-}
-
-impl From<sqlx::Error> for Attempt {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Failed(error.into())
-    }
-}
-
-impl From<serde_json::Error> for Attempt {
-    fn from(error: serde_json::Error) -> Self {
-        Self::Failed(error.into())
-    }
+    /// The stock changed under every one of [`ROUNDS`] calls, each time to another
+    /// refusal, so none could be stored.
+    #[error("the order's refusal changed in each of {ROUNDS} attempts")]
+    RefusalUnsettled,
 }
 
 /// A line as validated: the product and a quantity in `1..=MAX_QUANTITY`.
@@ -162,87 +166,131 @@ struct Line {
 }
 
 impl OrderRepository {
-    /// Places an order for `user` under Idempotency-Key `key` (see the module docs).
-    /// `word_refusal` gives a refusal's answer as the client will see it; it is stored
-    /// for the key so that retries get it again.
+    /// Places an order for `user` under Idempotency-Key `key` (see the module docs),
+    /// giving up at `deadline` (the request's; `None`: the server's statement timeout
+    /// only). `word_refusal` gives a refusal's answer as the client will see it; it is
+    /// stored for the key so that retries get it again.
     pub async fn place<F>(
         &self,
         cache: &ProductCache,
         user: Uuid,
         key: &str,
         request: &PlaceOrderRequest,
+        deadline: Option<Instant>,
         word_refusal: &F,
     ) -> Result<Placement, PlaceError>
     where
         F: Fn(&Refusal) -> StoredAnswer + Sync,
     {
         let lines = validate(request)?;
-        let request_hash = request_hash(request)?;
-        let attempt = || self.attempt(cache, user, key, &lines, &request_hash, word_refusal);
-        let result = match attempt().await {
-            // Another request with this key committed after our snapshot: once more,
-            // which replays its answer.
-            Err(Attempt::KeyRace(_)) => attempt().await,
-            other => other,
+        let call = Call {
+            user,
+            key,
+            request_hash: request_hash(request)?,
+            draft: draft_order(user, &lines),
+            lines: &lines,
+            deadline,
         };
-        result.map_err(|error| match error {
-            Attempt::KeyRace(e) => PlaceError::Database(e),
-            Attempt::Failed(e) => e,
-        })
-    }
-
-    /// One transaction: steps 2 to 6 of the module docs.
-    async fn attempt<F>(
-        &self,
-        cache: &ProductCache,
-        user: Uuid,
-        key: &str,
-        lines: &[Line],
-        request_hash: &[u8; 32],
-        word_refusal: &F,
-    ) -> Result<Placement, Attempt>
-    where
-        F: Fn(&Refusal) -> StoredAnswer + Sync,
-    {
-        let mut tx = crate::db::begin(&self.db)
-            .instrument(pg_span("BEGIN", "BEGIN"))
-            .await?;
-
-        let (locked, stored) = lock_key_and_read_answer(&mut tx, user, key).await?;
-        if !locked {
-            return Err(PlaceError::KeyInProgress.into());
-        }
-        if let Some(stored) = stored {
-            tx.rollback().await?;
-            return Ok(Placement::Replayed(replay(stored, request_hash)?));
-        }
-
-        let products = lock_products(&mut tx, lines).await?;
-        let order = match check(lines, &products)? {
-            Verdict::Accept { items, currency } => new_order(user, items, currency),
-            Verdict::Refuse(refusal) => {
-                let answer = StoredAnswer {
-                    order_id: None,
-                    ..word_refusal(&refusal)
-                };
-                store_refusal(&mut tx, user, key, request_hash, &answer).await?;
-                commit(tx).await?;
-                return Ok(Placement::Refused { refusal, answer });
+        let draft_json = serde_json::to_value(&call.draft)?;
+        let mut worded: Option<(Refusal, StoredAnswer)> = None;
+        for _ in 0..ROUNDS {
+            match self.call(&call, &draft_json, worded.as_ref()).await? {
+                Outcome::InProgress => return Err(PlaceError::KeyInProgress),
+                Outcome::Stored(stored) => {
+                    return Ok(Placement::Replayed(replay(stored, &call.request_hash)?));
+                }
+                Outcome::MixedCurrencies => return Err(PlaceError::MixedCurrencies),
+                Outcome::Refusal(refusal) => {
+                    let answer = StoredAnswer {
+                        order_id: None,
+                        ..word_refusal(&refusal)
+                    };
+                    worded = Some((refusal, answer));
+                }
+                Outcome::Refused => {
+                    // Only returned for the wording this call carried.
+                    let Some((refusal, answer)) = worded else {
+                        return Err(unexpected("refused", "a worded refusal"));
+                    };
+                    return Ok(Placement::Refused { refusal, answer });
+                }
+                Outcome::Created(created) => {
+                    let order = priced(call.draft, &created.prices, created.currency);
+                    metrics::counter!("orders_placed_total").increment(1);
+                    tracing::info!(
+                        order_id = %order.id,
+                        user_id = %order.user_id,
+                        total_cents = order.total_cents,
+                        "order placed"
+                    );
+                    // After the commit, never before: the cache hook (docs/cache.md).
+                    let stock: Vec<(Uuid, i32)> = lines
+                        .iter()
+                        .map(|l| l.product_id)
+                        .zip(created.stock_after)
+                        .collect();
+                    cache.stock_changed(&stock).await;
+                    return Ok(Placement::Created {
+                        order,
+                        answer: created.answer,
+                    });
+                }
             }
-        };
-
-        let answer = StoredAnswer {
-            status: CREATED_STATUS,
-            body: serde_json::to_value(&order)?,
-            order_id: Some(order.id),
-        };
-        write_order(&mut tx, key, request_hash, &order, &answer.body).await?;
-        commit(tx).await?;
-        metrics::counter!("orders_placed_total").increment(1);
-        // After the commit, never before: the cache hook (docs/cache.md, stock rule).
-        cache.stock_changed(&stock_after(lines, &products)).await;
-        Ok(Placement::Created { order, answer })
+        }
+        Err(PlaceError::RefusalUnsettled)
     }
+
+    /// One call of `place_order`: steps 2 to 6 of the module docs, one round trip.
+    async fn call(
+        &self,
+        call: &Call<'_>,
+        draft_json: &Value,
+        worded: Option<&(Refusal, StoredAnswer)>,
+    ) -> Result<Outcome, PlaceError> {
+        let ids: Vec<Uuid> = call.lines.iter().map(|l| l.product_id).collect();
+        let quantities: Vec<i32> = call.lines.iter().map(|l| l.quantity).collect();
+        let budget_ms = call.deadline.map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+            i32::try_from(left).unwrap_or(i32::MAX)
+        });
+        let mut conn = crate::db::acquire(&self.db).await?;
+        let row: OutcomeRow = sqlx::query_as(
+            "select * from place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                                       $13, $14, $15, $16)",
+        )
+        .bind(call.user)
+        .bind(call.key)
+        .bind(lock_key(call.user, call.key))
+        .bind(&call.request_hash[..])
+        .bind(&ids)
+        .bind(&quantities)
+        .bind(call.draft.id)
+        .bind(call.draft.created_at)
+        .bind(draft_json)
+        .bind(ORDER_TOPIC)
+        .bind(shop_telemetry::outbox::trace_context_json())
+        .bind(budget_ms)
+        .bind(worded.map(|(refusal, _)| refusal.kind()))
+        .bind(worded.map(|(refusal, _)| refusal.product_ids()))
+        // An HTTP status (100..=599) fits the smallint column.
+        .bind(worded.map(|(_, answer)| answer.status as i16))
+        .bind(worded.map(|(_, answer)| &answer.body))
+        .fetch_one(&mut *conn)
+        .instrument(pg_span("SELECT", "SELECT place_order"))
+        .await?;
+        row.outcome()
+    }
+}
+
+/// What one placement sends with each call.
+struct Call<'a> {
+    user: Uuid,
+    key: &'a str,
+    request_hash: [u8; 32],
+    /// The order if it is placed, prices, currency and total still to fill in.
+    draft: Order,
+    lines: &'a [Line],
+    deadline: Option<Instant>,
 }
 
 /// Step 1: the request's values, checked (1 to `MAX_LINES` distinct products, each
@@ -309,58 +357,6 @@ struct StoredKey {
     answer: StoredAnswer,
 }
 
-#[derive(sqlx::FromRow)]
-struct LockAndKey {
-    locked: bool,
-    request_hash: Option<Vec<u8>>,
-    response_status: Option<i16>,
-    response_body: Option<Value>,
-    order_id: Option<Uuid>,
-}
-
-impl LockAndKey {
-    fn split(self) -> (bool, Option<StoredKey>) {
-        let stored = match (self.request_hash, self.response_status, self.response_body) {
-            (Some(request_hash), Some(status), Some(body)) => Some(StoredKey {
-                request_hash,
-                answer: StoredAnswer {
-                    // A smallint column holding HTTP statuses: never negative.
-                    status: status as u16,
-                    body,
-                    order_id: self.order_id,
-                },
-            }),
-            _ => None,
-        };
-        (self.locked, stored)
-    }
-}
-
-/// Step 2, one round trip: try the key's lock and read its stored answer. The read's
-/// snapshot is taken before the lock is tried (the key race, module docs).
-async fn lock_key_and_read_answer(
-    tx: &mut Transaction<'static, Postgres>,
-    user: Uuid,
-    key: &str,
-) -> Result<(bool, Option<StoredKey>), sqlx::Error> {
-    Ok(sqlx::query_as::<_, LockAndKey>(
-        "select pg_try_advisory_xact_lock($1) as locked, \
-                k.request_hash, k.response_status, k.response_body, k.order_id \
-         from (select 1) as one \
-         left join idempotency_keys k on k.user_id = $2 and k.key = $3",
-    )
-    .bind(lock_key(user, key))
-    .bind(user)
-    .bind(key)
-    .fetch_one(&mut **tx)
-    .instrument(pg_span(
-        "SELECT",
-        "SELECT pg_try_advisory_xact_lock, idempotency_keys",
-    ))
-    .await?
-    .split())
-}
-
 /// Step 3: the stored answer, if it was given to the same request body.
 fn replay(stored: StoredKey, request_hash: &[u8; 32]) -> Result<StoredAnswer, PlaceError> {
     if stored.request_hash != request_hash {
@@ -369,229 +365,127 @@ fn replay(stored: StoredKey, request_hash: &[u8; 32]) -> Result<StoredAnswer, Pl
     Ok(stored.answer)
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
-struct LockedProduct {
-    id: Uuid,
-    price_cents: i64,
-    currency: String,
-    stock: i32,
-}
-
-/// Step 4: the order's products that exist, locked in id order (deadlock freedom).
-async fn lock_products(
-    tx: &mut Transaction<'static, Postgres>,
-    lines: &[Line],
-) -> Result<Vec<LockedProduct>, sqlx::Error> {
-    let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-    sqlx::query_as::<_, LockedProduct>(
-        "select id, price_cents, currency, stock from products \
-         where id = any($1) order by id for no key update",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .instrument(pg_span("SELECT", "SELECT products FOR NO KEY UPDATE"))
-    .await
-}
-
-/// What [`check`] decided.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    /// Every product exists with enough stock, all priced in `currency`; `items` are the
-    /// lines at the locked prices, in request order.
-    Accept {
-        items: Vec<OrderItem>,
-        currency: String,
-    },
-    Refuse(Refusal),
-}
-
-/// Step 4: unknown products first, then short stock (both refusals, stored for the key);
-/// then one currency for all (a client mistake, not stored).
-fn check(lines: &[Line], products: &[LockedProduct]) -> Result<Verdict, PlaceError> {
-    let mut found = Vec::with_capacity(lines.len());
-    let mut unknown = Vec::new();
-    for line in lines {
-        match products.iter().find(|p| p.id == line.product_id) {
-            Some(product) => found.push((line, product)),
-            None => unknown.push(line.product_id),
-        }
-    }
-    if !unknown.is_empty() {
-        return Ok(Verdict::Refuse(Refusal::UnknownProducts(unknown)));
-    }
-    let short: Vec<Uuid> = found
-        .iter()
-        .filter(|(line, product)| product.stock < line.quantity)
-        .map(|(line, _)| line.product_id)
-        .collect();
-    if !short.is_empty() {
-        return Ok(Verdict::Refuse(Refusal::InsufficientStock(short)));
-    }
-    // The first product in id order, as before; validation guarantees one line, so
-    // `None` cannot happen, and it is answered like an empty order rather than a panic.
-    let Some(first) = products.first() else {
-        return Err(PlaceError::Invalid(format!(
-            "an order has 1 to {MAX_LINES} lines, this one has 0"
-        )));
-    };
-    if products.iter().any(|p| p.currency != first.currency) {
-        return Err(PlaceError::MixedCurrencies);
-    }
-    Ok(Verdict::Accept {
-        items: found
-            .into_iter()
-            .map(|(line, product)| OrderItem {
-                product_id: line.product_id,
-                quantity: line.quantity,
-                unit_price_cents: product.price_cents,
-            })
-            .collect(),
-        currency: first.currency.clone(),
-    })
-}
-
-/// Step 5: the new order of `items`, with its id, total and creation time.
-fn new_order(user: Uuid, items: Vec<OrderItem>, currency: String) -> Order {
+/// Step 1: the order as it will be if it is placed: its id, its creation time, its lines;
+/// each price, the currency and the total are zero or empty until the database fills
+/// them in (step 5) with what it read under the rows' locks.
+fn draft_order(user: Uuid, lines: &[Line]) -> Order {
     // Postgres keeps microseconds: the answer shows what a later read returns.
     let created_at = Utc::now().trunc_subsecs(6);
     Order {
         id: Uuid::now_v7(),
         user_id: user,
         status: "placed".into(),
-        total_cents: items
+        items: lines
             .iter()
-            .map(|i| i.unit_price_cents * i64::from(i.quantity))
-            .sum(),
-        currency,
+            .map(|l| OrderItem {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_cents: 0,
+            })
+            .collect(),
+        total_cents: 0,
+        currency: String::new(),
         created_at,
         updated_at: created_at,
         cancel_reason: None,
-        items,
     }
 }
 
-/// Step 5, one statement: stock, order, lines, outbox event and the key's answer.
-async fn write_order(
-    tx: &mut Transaction<'static, Postgres>,
-    key: &str,
-    request_hash: &[u8; 32],
-    order: &Order,
-    body: &Value,
-) -> Result<(), Attempt> {
-    let event = serde_json::json!({ "type": "order.placed", "order": body });
-    let ids: Vec<Uuid> = order.items.iter().map(|i| i.product_id).collect();
-    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
-    let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price_cents).collect();
-    let decremented: i64 = sqlx::query_scalar(
-        "with lines as ( \
-             select * from unnest($1::uuid[], $2::int4[], $3::int8[]) with ordinality \
-                 as l(product_id, quantity, unit_price_cents, line) \
-         ), decremented as ( \
-             update products p set stock = p.stock - l.quantity, updated_at = now() \
-             from lines l where p.id = l.product_id returning p.id \
-         ), placed as ( \
-             insert into orders (id, user_id, status, total_cents, currency, created_at, updated_at) \
-             values ($4, $5, 'placed', $6, $7, $8, $8) \
-         ), lined as ( \
-             insert into order_items (order_id, line, product_id, quantity, unit_price_cents) \
-             select $4, l.line - 1, l.product_id, l.quantity, l.unit_price_cents from lines l \
-         ), evented as ( \
-             insert into outbox (topic, aggregate_id, event_type, payload, trace_context) \
-             values ($9, $4, 'order.placed', $10, $11) \
-         ), keyed as ( \
-             insert into idempotency_keys (user_id, key, request_hash, response_status, response_body, order_id) \
-             values ($5, $12, $13, 201, $14, $4) \
-         ) \
-         select count(*) from decremented",
-    )
-    .bind(&ids)
-    .bind(&quantities)
-    .bind(&prices)
-    .bind(order.id)
-    .bind(order.user_id)
-    .bind(order.total_cents)
-    .bind(&order.currency)
-    .bind(order.created_at)
-    .bind(ORDER_TOPIC)
-    .bind(&event)
-    .bind(shop_telemetry::outbox::trace_context_json())
-    .bind(key)
-    .bind(&request_hash[..])
-    .bind(body)
-    .fetch_one(&mut **tx)
-    .instrument(pg_span("INSERT", "UPDATE products, INSERT orders order_items outbox idempotency_keys"))
-    .await
-    .map_err(key_race)?;
-    if decremented != ids.len() as i64 {
-        // Roll back (the caller drops the transaction) rather than commit an order whose
-        // stock was not taken.
-        return Err(PlaceError::StockNotTaken {
-            decremented,
-            expected: ids.len(),
-        }
-        .into());
+/// Step 6: the draft with the prices (in line order) and currency the database used, as
+/// it filled them into the stored answer.
+fn priced(mut order: Order, prices: &[i64], currency: String) -> Order {
+    for (item, price) in order.items.iter_mut().zip(prices) {
+        item.unit_price_cents = *price;
     }
-    Ok(())
-}
-
-/// Step 5, refused: the refusal's answer becomes the key's, so a retry with the same key
-/// gets the same answer.
-async fn store_refusal(
-    tx: &mut Transaction<'static, Postgres>,
-    user: Uuid,
-    key: &str,
-    request_hash: &[u8; 32],
-    answer: &StoredAnswer,
-) -> Result<(), Attempt> {
-    sqlx::query(
-        "insert into idempotency_keys (user_id, key, request_hash, response_status, response_body) \
-         values ($1, $2, $3, $4, $5)",
-    )
-    .bind(user)
-    .bind(key)
-    .bind(&request_hash[..])
-    // An HTTP status (100..=599) fits the smallint column.
-    .bind(answer.status as i16)
-    .bind(&answer.body)
-    .execute(&mut **tx)
-    .instrument(pg_span("INSERT", "INSERT idempotency_keys"))
-    .await
-    .map_err(key_race)?;
-    Ok(())
-}
-
-/// A write's error, with a unique violation on the key told apart as the key race.
-fn key_race(error: sqlx::Error) -> Attempt {
-    let is_key_race = error
-        .as_database_error()
-        .and_then(|e| e.constraint())
-        .is_some_and(|c| c == KEY_CONSTRAINT);
-    if is_key_race {
-        Attempt::KeyRace(error)
-    } else {
-        Attempt::Failed(PlaceError::Database(error))
-    }
-}
-
-/// Step 6.
-async fn commit(tx: Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
-    tx.commit().instrument(pg_span("COMMIT", "COMMIT")).await
-}
-
-/// Step 6: each product's stock after the order. The rows were locked until the commit,
-/// so locked stock minus the ordered quantity is the new stock.
-fn stock_after(lines: &[Line], products: &[LockedProduct]) -> Vec<(Uuid, i32)> {
-    products
+    order.total_cents = order
+        .items
         .iter()
-        .map(|p| {
-            let ordered: i32 = lines
-                .iter()
-                .filter(|l| l.product_id == p.id)
-                .map(|l| l.quantity)
-                .sum();
-            (p.id, p.stock - ordered)
+        .map(|i| i.unit_price_cents * i64::from(i.quantity))
+        .sum();
+    order.currency = currency;
+    order
+}
+
+/// What one call of `place_order` came to (its `placement_outcome`, decoded).
+#[derive(Debug)]
+enum Outcome {
+    InProgress,
+    Stored(StoredKey),
+    /// A refusal, not stored: to be worded and sent with the next call.
+    Refusal(Refusal),
+    /// The refusal worded in this call is the key's answer now.
+    Refused,
+    MixedCurrencies,
+    Created(Created),
+}
+
+/// A placed order, as `place_order` reports it.
+#[derive(Debug)]
+struct Created {
+    /// Unit prices and each product's stock after the order, both in line order.
+    prices: Vec<i64>,
+    stock_after: Vec<i32>,
+    currency: String,
+    answer: StoredAnswer,
+}
+
+/// `place_order`'s row; which columns are set depends on `outcome` (the migration).
+#[derive(Debug, sqlx::FromRow)]
+struct OutcomeRow {
+    outcome: String,
+    product_ids: Option<Vec<Uuid>>,
+    prices: Option<Vec<i64>>,
+    currency: Option<String>,
+    stock_after: Option<Vec<i32>>,
+    request_hash: Option<Vec<u8>>,
+    response_status: Option<i16>,
+    response_body: Option<Value>,
+    order_id: Option<Uuid>,
+}
+
+impl OutcomeRow {
+    fn outcome(self) -> Result<Outcome, PlaceError> {
+        let outcome = self.outcome.as_str();
+        let need = |what| unexpected(outcome, what);
+        Ok(match outcome {
+            "in_progress" => Outcome::InProgress,
+            "stored" => Outcome::Stored(StoredKey {
+                request_hash: self.request_hash.ok_or_else(|| need("request_hash"))?,
+                answer: StoredAnswer {
+                    // A smallint column holding HTTP statuses: never negative.
+                    status: self.response_status.ok_or_else(|| need("response_status"))? as u16,
+                    body: self.response_body.ok_or_else(|| need("response_body"))?,
+                    order_id: self.order_id,
+                },
+            }),
+            "unknown_products" => Outcome::Refusal(Refusal::UnknownProducts(
+                self.product_ids.ok_or_else(|| need("product_ids"))?,
+            )),
+            "insufficient_stock" => Outcome::Refusal(Refusal::InsufficientStock(
+                self.product_ids.ok_or_else(|| need("product_ids"))?,
+            )),
+            "refused" => Outcome::Refused,
+            "mixed_currencies" => Outcome::MixedCurrencies,
+            "created" => Outcome::Created(Created {
+                prices: self.prices.ok_or_else(|| need("prices"))?,
+                stock_after: self.stock_after.ok_or_else(|| need("stock_after"))?,
+                currency: self.currency.ok_or_else(|| need("currency"))?,
+                answer: StoredAnswer {
+                    status: self.response_status.ok_or_else(|| need("response_status"))? as u16,
+                    body: self.response_body.ok_or_else(|| need("response_body"))?,
+                    order_id: Some(self.order_id.ok_or_else(|| need("order_id"))?),
+                },
+            }),
+            _ => return Err(unexpected(outcome, "a known outcome")),
         })
-        .collect()
+    }
+}
+
+/// `place_order` answered other than its migration documents.
+fn unexpected(outcome: &str, missing: &str) -> PlaceError {
+    PlaceError::Database(sqlx::Error::Protocol(format!(
+        "place_order: outcome {outcome:?} without {missing}"
+    )))
 }
 
 #[cfg(test)]
@@ -618,12 +512,17 @@ mod tests {
         }
     }
 
-    fn product(id: Uuid, stock: i32, currency: &str) -> LockedProduct {
-        LockedProduct {
-            id,
-            price_cents: 250,
-            currency: currency.into(),
-            stock,
+    fn row(outcome: &str) -> OutcomeRow {
+        OutcomeRow {
+            outcome: outcome.into(),
+            product_ids: None,
+            prices: None,
+            currency: None,
+            stock_after: None,
+            request_hash: None,
+            response_status: None,
+            response_body: None,
+            order_id: None,
         }
     }
 
@@ -674,82 +573,55 @@ mod tests {
     }
 
     #[test]
-    fn unknown_products_are_refused_before_short_stock_in_request_order() {
-        let (known, gone1, gone2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let lines = [line(gone2, 1), line(known, 99), line(gone1, 1)];
-        let verdict = check(&lines, &[product(known, 1, "EUR")]).unwrap();
-        assert_eq!(
-            verdict,
-            Verdict::Refuse(Refusal::UnknownProducts(vec![gone2, gone1]))
-        );
-    }
-
-    #[test]
-    fn short_stock_names_every_short_product_and_exact_stock_is_enough() {
-        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let products = [
-            product(a, 5, "EUR"),
-            product(b, 2, "EUR"),
-            product(c, 0, "EUR"),
-        ];
-        let verdict = check(&[line(c, 1), line(a, 5), line(b, 3)], &products).unwrap();
-        assert_eq!(
-            verdict,
-            Verdict::Refuse(Refusal::InsufficientStock(vec![c, b]))
-        );
-        let verdict = check(&[line(a, 5), line(b, 2)], &products).unwrap();
-        assert!(matches!(verdict, Verdict::Accept { .. }), "{verdict:?}");
-    }
-
-    #[test]
-    fn products_in_two_currencies_are_a_client_error_not_a_refusal() {
+    fn a_draft_is_priced_at_the_prices_the_database_used_in_line_order() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let products = [product(a, 5, "EUR"), product(b, 5, "USD")];
-        assert!(matches!(
-            check(&[line(a, 1), line(b, 1)], &products),
-            Err(PlaceError::MixedCurrencies)
-        ));
-    }
-
-    #[test]
-    fn an_accepted_order_is_priced_at_the_locked_prices_in_request_order() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut cheap = product(a, 10, "EUR");
-        cheap.price_cents = 100;
-        let products = [cheap, product(b, 10, "EUR")];
-        let Ok(Verdict::Accept { items, currency }) = check(&[line(b, 2), line(a, 3)], &products)
-        else {
-            panic!("accepted");
-        };
-        let expected = vec![
-            OrderItem {
-                product_id: b,
-                quantity: 2,
-                unit_price_cents: 250,
-            },
-            OrderItem {
-                product_id: a,
-                quantity: 3,
-                unit_price_cents: 100,
-            },
-        ];
-        assert_eq!(items, expected);
         let user = Uuid::new_v4();
-        let order = new_order(user, items, currency);
-        assert_eq!(order.user_id, user);
-        assert_eq!(order.status, "placed");
+        let draft = draft_order(user, &[line(b, 2), line(a, 3)]);
+        assert_eq!(draft.user_id, user);
+        assert_eq!(draft.status, "placed");
+        assert_eq!(draft.created_at, draft.updated_at);
+        let order = priced(draft, &[250, 100], "EUR".into());
+        assert_eq!(
+            order.items,
+            vec![
+                OrderItem {
+                    product_id: b,
+                    quantity: 2,
+                    unit_price_cents: 250,
+                },
+                OrderItem {
+                    product_id: a,
+                    quantity: 3,
+                    unit_price_cents: 100,
+                },
+            ]
+        );
         assert_eq!(order.currency, "EUR");
-        assert_eq!(order.items, expected);
         assert_eq!(order.total_cents, 2 * 250 + 3 * 100);
     }
 
     #[test]
-    fn stock_after_takes_each_line_from_its_product() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let products = [product(a, 10, "EUR"), product(b, 3, "EUR")];
-        assert_eq!(
-            stock_after(&[line(b, 3), line(a, 4)], &products),
-            vec![(a, 6), (b, 0)]
-        );
+    fn outcomes_decode_with_the_columns_they_need_and_fail_clearly_without() {
+        let ids = vec![Uuid::new_v4()];
+        let mut short = row("insufficient_stock");
+        short.product_ids = Some(ids.clone());
+        assert!(matches!(
+            short.outcome().unwrap(),
+            Outcome::Refusal(Refusal::InsufficientStock(got)) if got == ids
+        ));
+        assert!(matches!(row("in_progress").outcome().unwrap(), Outcome::InProgress));
+        assert!(matches!(row("refused").outcome().unwrap(), Outcome::Refused));
+        let error = row("created").outcome().unwrap_err().to_string();
+        assert!(error.contains("created") && error.contains("prices"), "{error}");
+        assert!(row("stored").outcome().is_err());
+        assert!(row("something else").outcome().is_err());
+    }
+
+    #[test]
+    fn refusals_name_their_kind_as_place_order_does() {
+        let ids = vec![Uuid::new_v4()];
+        assert_eq!(Refusal::UnknownProducts(ids.clone()).kind(), "unknown_products");
+        assert_eq!(Refusal::InsufficientStock(ids.clone()).kind(), "insufficient_stock");
+        assert_eq!(Refusal::InsufficientStock(ids.clone()).product_ids(), &ids[..]);
     }
 }

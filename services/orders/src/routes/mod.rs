@@ -87,10 +87,17 @@ async fn count_in_flight(
     next.run(request).await
 }
 
+/// When the request's deadline passes, as a request extension: for work that must stop
+/// by itself at the deadline rather than by being dropped (order placement's one
+/// statement, which the server would otherwise finish and commit).
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub tokio::time::Instant);
+
 /// Runs the request under its deadline: the service's own limit, lowered by the
 /// caller's `x-timeout-ms`. When it passes, the handler future is dropped — a
-/// transaction in it is rolled back — and the caller gets 504 (pitfall 3).
-async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// transaction in it is rolled back — and the caller gets 504 (pitfall 3). The
+/// handler finds the deadline as a [`Deadline`] extension.
+async fn deadline(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let requested = request
         .headers()
         .get(TIMEOUT_HEADER)
@@ -101,6 +108,9 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         Some(requested) => requested.min(state.config.request_timeout),
         None => state.config.request_timeout,
     };
+    request
+        .extensions_mut()
+        .insert(Deadline(tokio::time::Instant::now() + budget));
     match tokio::time::timeout(budget, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -9,13 +9,14 @@
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Extension, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::{Deserialize, Serialize};
 
+use super::Deadline;
 use crate::{
     AppState,
     error::ApiError,
@@ -35,11 +36,13 @@ async fn create_order(
     State(state): State<AppState>,
     Caller(claims): Caller,
     IdempotencyKey(key): IdempotencyKey,
+    deadline: Option<Extension<Deadline>>,
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
+    let deadline = deadline.map(|Extension(Deadline(at))| at);
     let placement = state
         .orders
-        .place(&state.cache, claims.sub, &key, &request, &refusal_answer)
+        .place(&state.cache, claims.sub, &key, &request, deadline, &refusal_answer)
         .await
         .map_err(place_error)?;
     match placement {
@@ -98,7 +101,7 @@ fn place_error(error: PlaceError) -> ApiError {
             ApiError::unprocessable("mixed-currencies", error.to_string())
         }
         PlaceError::Database(e) => ApiError::from(e),
-        PlaceError::Json(_) | PlaceError::StockNotTaken { .. } => {
+        PlaceError::Json(_) | PlaceError::RefusalUnsettled => {
             ApiError::Internal(anyhow::Error::new(error))
         }
     }

@@ -219,3 +219,54 @@ async fn the_catalog_lists_products_page_by_page_and_serves_one_by_id(db: PgPool
     assert_problem(missing, StatusCode::NOT_FOUND, "not-found").await;
     app.shutdown().await;
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn unknown_products_are_refused_before_short_stock_named_in_request_order(db: PgPool) {
+    let app = TestApp::spawn(&db).await;
+    let scarce = create_product(&db, 1).await;
+    let (gone1, gone2) = (Uuid::new_v4(), Uuid::new_v4());
+    let user = Uuid::new_v4();
+    let body = order(&[line(gone2, 1), line(scarce, 5), line(gone1, 1)]);
+
+    let first = app.place(user, "mixed-refusal", &body).await;
+    let first = assert_problem(first, StatusCode::NOT_FOUND, "unknown-product").await;
+    assert_eq!(first["product_ids"], serde_json::json!([gone2, gone1]));
+    assert_eq!(stock(&db, scarce).await, 1);
+    assert_eq!(count(&db, "orders").await, 0);
+
+    // The refusal was stored whole (its trace_id too) and is the key's answer.
+    let again = app.place(user, "mixed-refusal", &body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again = assert_problem(again, StatusCode::NOT_FOUND, "unknown-product").await;
+    assert_eq!(again, first);
+    assert_eq!(count(&db, "idempotency_keys").await, 1);
+    app.shutdown().await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_order_in_two_currencies_is_a_client_error_that_stores_and_changes_nothing(
+    db: PgPool,
+) {
+    let app = TestApp::spawn(&db).await;
+    let euros = create_product(&db, 10).await;
+    let dollars = create_product(&db, 10).await;
+    sqlx::query("update products set currency = 'USD' where id = $1")
+        .bind(dollars)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let response = app
+        .place(
+            Uuid::new_v4(),
+            "two-currencies",
+            &order(&[line(euros, 1), line(dollars, 1)]),
+        )
+        .await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "mixed-currencies").await;
+    assert_eq!(count(&db, "orders").await, 0);
+    assert_eq!(count(&db, "idempotency_keys").await, 0);
+    assert_eq!(stock(&db, euros).await, 10);
+    assert_eq!(stock(&db, dollars).await, 10);
+    app.shutdown().await;
+}
