@@ -250,7 +250,9 @@ impl OrderRepository {
         let ids: Vec<Uuid> = call.lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = call.lines.iter().map(|l| l.quantity).collect();
         let budget_ms = call.deadline.map(|deadline| {
-            let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis();
             i32::try_from(left).unwrap_or(i32::MAX)
         });
         let mut conn = crate::db::acquire(&self.db).await?;
@@ -453,7 +455,9 @@ impl OutcomeRow {
                 request_hash: self.request_hash.ok_or_else(|| need("request_hash"))?,
                 answer: StoredAnswer {
                     // A smallint column holding HTTP statuses: never negative.
-                    status: self.response_status.ok_or_else(|| need("response_status"))? as u16,
+                    status: self
+                        .response_status
+                        .ok_or_else(|| need("response_status"))? as u16,
                     body: self.response_body.ok_or_else(|| need("response_body"))?,
                     order_id: self.order_id,
                 },
@@ -471,7 +475,9 @@ impl OutcomeRow {
                 stock_after: self.stock_after.ok_or_else(|| need("stock_after"))?,
                 currency: self.currency.ok_or_else(|| need("currency"))?,
                 answer: StoredAnswer {
-                    status: self.response_status.ok_or_else(|| need("response_status"))? as u16,
+                    status: self
+                        .response_status
+                        .ok_or_else(|| need("response_status"))? as u16,
                     body: self.response_body.ok_or_else(|| need("response_body"))?,
                     order_id: Some(self.order_id.ok_or_else(|| need("order_id"))?),
                 },
@@ -609,10 +615,19 @@ mod tests {
             short.outcome().unwrap(),
             Outcome::Refusal(Refusal::InsufficientStock(got)) if got == ids
         ));
-        assert!(matches!(row("in_progress").outcome().unwrap(), Outcome::InProgress));
-        assert!(matches!(row("refused").outcome().unwrap(), Outcome::Refused));
+        assert!(matches!(
+            row("in_progress").outcome().unwrap(),
+            Outcome::InProgress
+        ));
+        assert!(matches!(
+            row("refused").outcome().unwrap(),
+            Outcome::Refused
+        ));
         let error = row("created").outcome().unwrap_err().to_string();
-        assert!(error.contains("created") && error.contains("prices"), "{error}");
+        assert!(
+            error.contains("created") && error.contains("prices"),
+            "{error}"
+        );
         assert!(row("stored").outcome().is_err());
         assert!(row("something else").outcome().is_err());
     }
@@ -620,8 +635,17 @@ mod tests {
     #[test]
     fn refusals_name_their_kind_as_place_order_does() {
         let ids = vec![Uuid::new_v4()];
-        assert_eq!(Refusal::UnknownProducts(ids.clone()).kind(), "unknown_products");
-        assert_eq!(Refusal::InsufficientStock(ids.clone()).kind(), "insufficient_stock");
-        assert_eq!(Refusal::InsufficientStock(ids.clone()).product_ids(), &ids[..]);
+        assert_eq!(
+            Refusal::UnknownProducts(ids.clone()).kind(),
+            "unknown_products"
+        );
+        assert_eq!(
+            Refusal::InsufficientStock(ids.clone()).kind(),
+            "insufficient_stock"
+        );
+        assert_eq!(
+            Refusal::InsufficientStock(ids.clone()).product_ids(),
+            &ids[..]
+        );
     }
 }
