@@ -42,7 +42,14 @@ async fn create_order(
     let deadline = deadline.map(|Extension(Deadline(at))| at);
     let placement = state
         .orders
-        .place(&state.cache, claims.sub, &key, &request, deadline, &refusal_answer)
+        .place(
+            &state.cache,
+            claims.sub,
+            &key,
+            &request,
+            deadline,
+            &refusal_answer,
+        )
         .await
         .map_err(place_error)?;
     match placement {

@@ -244,9 +244,7 @@ async fn unknown_products_are_refused_before_short_stock_named_in_request_order(
 }
 
 #[sqlx::test(migrations = "../../migrations")]
-async fn an_order_in_two_currencies_is_a_client_error_that_stores_and_changes_nothing(
-    db: PgPool,
-) {
+async fn an_order_in_two_currencies_is_a_client_error_that_stores_and_changes_nothing(db: PgPool) {
     let app = TestApp::spawn(&db).await;
     let euros = create_product(&db, 10).await;
     let dollars = create_product(&db, 10).await;
@@ -263,7 +261,12 @@ async fn an_order_in_two_currencies_is_a_client_error_that_stores_and_changes_no
             &order(&[line(euros, 1), line(dollars, 1)]),
         )
         .await;
-    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "mixed-currencies").await;
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "mixed-currencies",
+    )
+    .await;
     assert_eq!(count(&db, "orders").await, 0);
     assert_eq!(count(&db, "idempotency_keys").await, 0);
     assert_eq!(stock(&db, euros).await, 10);
