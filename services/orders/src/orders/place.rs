@@ -40,10 +40,14 @@
 //!
 //! # Deadlines
 //! A dropped future cannot roll back a statement the server is already running: it would
-//! commit after the caller had answered 504. So the request's remaining budget travels
-//! with the call: it bounds the wait for the products' locks (`lock_timeout`), and the
-//! function raises `query_canceled` — rolling everything back — if it finishes after it.
-//! The server's `statement_timeout` stays the backstop.
+//! commit after the caller had answered 504. So the request's remaining budget, less
+//! [`DEADLINE_MARGIN`], travels with the call: it bounds the wait for the products' locks
+//! (`lock_timeout`), and the function raises `query_canceled` — rolling everything back —
+//! if it finishes after it. The database's deadline passes first, so whatever it decided
+//! reaches orders before orders' own timer answers 504 (the margin covers the trip back);
+//! only a commit whose answer takes longer than the margin to arrive can be committed
+//! after a 504, and a retry with the same key replays it. The server's
+//! `statement_timeout` stays the backstop.
 //!
 //! # Why the caller words a refusal
 //! The Idempotency-Key contract is "the first response again, status and body", so what
@@ -58,7 +62,7 @@
 //! columns, the same shape) replay unchanged. Refusals are rare; an order that is placed
 //! costs one call.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use chrono::{SubsecRound, Utc};
 use serde_json::Value;
@@ -76,6 +80,11 @@ use crate::cache::ProductCache;
 /// Calls of `place_order` one placement may take: the first, and a second with a
 /// refusal's wording; a third only if the stock changed between those two.
 const ROUNDS: usize = 3;
+
+/// How much sooner than the request's deadline the database's passes (module docs,
+/// "Deadlines"): its answer — an order, or `query_canceled` — reaches us before our own
+/// timer fires, so an order is never committed after the caller was answered 504.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// How a placement ended, when it ended as the domain intends.
 #[derive(Clone, Debug)]
@@ -249,13 +258,15 @@ impl OrderRepository {
     ) -> Result<Outcome, PlaceError> {
         let ids: Vec<Uuid> = call.lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = call.lines.iter().map(|l| l.quantity).collect();
+        let mut conn = crate::db::acquire(&self.db).await?;
+        // Measured once the connection is ours: the wait for it (or its opening) is spent.
         let budget_ms = call.deadline.map(|deadline| {
             let left = deadline
                 .saturating_duration_since(Instant::now())
+                .saturating_sub(DEADLINE_MARGIN)
                 .as_millis();
             i32::try_from(left).unwrap_or(i32::MAX)
         });
-        let mut conn = crate::db::acquire(&self.db).await?;
         let row: OutcomeRow = sqlx::query_as(
             "select * from place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                                        $13, $14, $15, $16)",
