@@ -86,6 +86,24 @@ async fn a_placement_stuck_on_a_slow_database_fails_at_its_deadline_and_leaves_n
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert_eq!(stock(&db, product).await, 9);
     app.shutdown().await;
+    // The connection of the placement dropped at its deadline was closed by orders at
+    // once, but its Postgres backend ends only when it next talks to the socket (after
+    // the lock wait): wait for it, so that the test database can be dropped.
+    eventually(
+        Duration::from_secs(10),
+        "orders' backends have ended",
+        async || {
+            let left: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity \
+             where datname = current_database() and application_name = 'shop-orders'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            left == 0
+        },
+    )
+    .await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]
