@@ -61,9 +61,9 @@ pub async fn authenticate(
     } else {
         Identity::Anonymous
     };
-    // The access log names the caller (a clone of the id, only for a valid token).
+    // The access log names the caller (only for a valid token).
     let user = match &identity {
-        Identity::User(claims) => Some(AccessUser(claims.sub.to_string())),
+        Identity::User(claims) => Some(AccessUser(claims.sub)),
         _ => None,
     };
     request.extensions_mut().insert(identity);

@@ -74,9 +74,10 @@ impl<S> Layer<S> for RequestTraceLayer {
 }
 
 /// The authenticated caller, for the access log: a handler or middleware that knows
-/// who called puts it in the response's extensions.
-#[derive(Clone, Debug)]
-pub struct AccessUser(pub String);
+/// who called puts it in the response's extensions (a `Copy` id: formatted only when
+/// the line is written).
+#[derive(Clone, Copy, Debug)]
+pub struct AccessUser(pub uuid::Uuid);
 
 /// Wraps each request of `S` in a server span; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -180,7 +181,7 @@ where
                             status = status.as_u16(),
                             duration_ms = elapsed * 1e3,
                             bytes = response.body().size_hint().exact(),
-                            user_id = user.map(|u| u.0.as_str()),
+                            user_id = user.map(|u| tracing::field::display(u.0)),
                             request_id = request_id.to_str().unwrap_or_default(),
                             "access"
                         );

@@ -1,14 +1,6 @@
 //! `/healthz` (alive), `/readyz` (dependencies usable), `/metrics`, `/openapi.json`.
 
-use std::time::Duration;
-
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{Json, Router, extract::State, http::header, response::IntoResponse, routing::get};
 use serde_json::json;
 
 use crate::AppState;
@@ -28,26 +20,7 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when Postgres answers; Redis is reported but does not make the service unready:
 /// orders keep being placed while it is down (the outbox holds their events).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    const CHECK: Duration = Duration::from_secs(1);
-    let (postgres, redis) = tokio::join!(
-        shop_service::pools::postgres_usable(&state.db, CHECK),
-        shop_service::pools::redis_usable(&state.redis, CHECK),
-    );
-    let status = if postgres && !state.lifecycle.is_shutting_down() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |ok: bool| if ok { "up" } else { "down" };
-    (
-        status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ready" } else { "unready" },
-            "postgres": word(postgres),
-            "redis": word(redis),
-            "shutting_down": state.lifecycle.is_shutting_down(),
-        })),
-    )
+    shop_service::server::readiness(&state.db, &state.redis, &state.lifecycle, false).await
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -1,7 +1,5 @@
 //! `/healthz` (alive), `/readyz` (Postgres and Redis usable), `/metrics`.
 
-use std::time::Duration;
-
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use serde_json::{Value, json};
 
@@ -21,25 +19,5 @@ async fn healthz() -> Json<Value> {
 /// Ready when both Postgres and Redis answer: without either, payments can charge
 /// nothing (it reads its work from Redis and records it in Postgres).
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    const CHECK: Duration = Duration::from_secs(1);
-    let (postgres, redis) = tokio::join!(
-        shop_service::pools::postgres_usable(&state.db, CHECK),
-        shop_service::pools::redis_usable(&state.redis, CHECK),
-    );
-    let shutting_down = state.lifecycle.is_shutting_down();
-    let status = if postgres && redis && !shutting_down {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |ok: bool| if ok { "up" } else { "down" };
-    (
-        status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ready" } else { "unready" },
-            "postgres": word(postgres),
-            "redis": word(redis),
-            "shutting_down": shutting_down,
-        })),
-    )
+    shop_service::server::readiness(&state.db, &state.redis, &state.lifecycle, true).await
 }
